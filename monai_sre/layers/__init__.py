@@ -1,0 +1,36 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""SRE layers: ring geometry, SRE convolutions and symmetry-preserving downsampling."""
+
+from __future__ import annotations
+
+from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index, ring_sizes
+from monai_sre.layers.sre_conv import (
+    SREConv,
+    SREConv1d,
+    SREConv2d,
+    SREConv3d,
+    SREConvTranspose,
+    SREConvTranspose1d,
+    SREConvTranspose2d,
+    SREConvTranspose3d,
+    decomposition_pays_off,
+)
+
+__all__ = [
+    "OUTSIDE",
+    "num_rings_default",
+    "ring_index",
+    "ring_sizes",
+    "SREConv",
+    "SREConv1d",
+    "SREConv2d",
+    "SREConv3d",
+    "SREConvTranspose",
+    "SREConvTranspose1d",
+    "SREConvTranspose2d",
+    "SREConvTranspose3d",
+    "decomposition_pays_off",
+]
