@@ -19,7 +19,22 @@ from monai_sre.layers import (
     SREConvTranspose1d,
     SREConvTranspose2d,
     SREConvTranspose3d,
+    SymmetricDownsample,
+    convert_to_sre,
+    find_symmetry_breakers,
     ring_index,
+)
+from monai_sre.networks import (
+    SREResNet,
+    SREResNetBlock,
+    SREResNetBottleneck,
+    sre_resnet10,
+    sre_resnet18,
+    sre_resnet34,
+    sre_resnet50,
+    sre_resnet101,
+    sre_resnet152,
+    sre_resnet200,
 )
 from monai_sre.registration import register_monai_layers
 
@@ -37,6 +52,19 @@ __all__ = [
     "SREConvTranspose3d",
     "ring_index",
     "register_monai_layers",
+    "SymmetricDownsample",
+    "convert_to_sre",
+    "find_symmetry_breakers",
+    "SREResNet",
+    "SREResNetBlock",
+    "SREResNetBottleneck",
+    "sre_resnet10",
+    "sre_resnet18",
+    "sre_resnet34",
+    "sre_resnet50",
+    "sre_resnet101",
+    "sre_resnet152",
+    "sre_resnet200",
 ]
 
 register_monai_layers()

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from monai_sre.layers.convert import convert_to_sre, find_symmetry_breakers, project_dense_kernel
+from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample, symmetric_output_size, symmetric_window
 from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index, ring_sizes
 from monai_sre.layers.sre_conv import (
     SREConv,
@@ -33,4 +35,11 @@ __all__ = [
     "SREConvTranspose2d",
     "SREConvTranspose3d",
     "decomposition_pays_off",
+    "DOWNSAMPLE_MODES",
+    "SymmetricDownsample",
+    "symmetric_output_size",
+    "symmetric_window",
+    "convert_to_sre",
+    "find_symmetry_breakers",
+    "project_dense_kernel",
 ]

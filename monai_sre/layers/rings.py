@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
@@ -106,10 +107,16 @@ def ring_index(
         ValueError: for an even or non-positive kernel size, or ``num_rings < 1``.
     """
     size = normalize_kernel_size(kernel_size, spatial_dims)
-    n_default = max(size) // 2 + 1
-    n = n_default if num_rings is None else int(num_rings)
-    if n < 1:
+    if num_rings is not None and int(num_rings) < 1:
         raise ValueError(f"num_rings must be >= 1, got {num_rings}.")
+    # Deep networks build many layers of the same few shapes; the map is pure, so compute each once.
+    return _ring_index(size, None if num_rings is None else int(num_rings)).clone()
+
+
+@lru_cache(maxsize=64)
+def _ring_index(size: tuple[int, ...], num_rings: int | None) -> torch.Tensor:
+    n_default = max(size) // 2 + 1
+    n = n_default if num_rings is None else num_rings
     sq, r_max = _squared_distances(size)
     dist = sq.sqrt()
     inside = dist <= r_max + 0.5

@@ -1,0 +1,535 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""SREResNet: MONAI's ResNet with SRE convolutions and symmetric downsampling, exactly invariant to rot90 and flips.
+
+Differences from :class:`monai.networks.nets.ResNet` (same argument names and order, SRE options appended):
+
+- every spatial convolution is an :class:`~monai_sre.layers.SREConv` (radially symmetric kernel, stride 1); every
+  stride becomes a :class:`~monai_sre.layers.SymmetricDownsample` in front of it, and the max-pool a symmetric max
+  pool, so with a global-pooling head the logits are exactly invariant to the 8 (2D) or 48 (3D) rot90/flip
+  symmetries of the input at any input size, odd or even (28, 64, 65, ...);
+- ``norm`` and ``act`` reach every block and shortcut (MONAI applies them to the stem only), ``norm="instance"``
+  (no affine weight) works, and ``shortcut_type="A"`` is scriptable;
+- defaults suit MedMNIST: a 5-voxel stem at stride 1 and no max-pool (``conv1_t_size=5``, ``no_max_pool=True``),
+  stage kernels ``[9, 9, 5, 5]`` in 1D/2D and ``5`` in 3D;
+- the input is checked: rank, channel count and a minimum size (see :attr:`SREResNet.min_input_size`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck, get_inplanes
+from monai.utils import ensure_tuple_rep
+from torch import nn
+
+from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample
+from monai_sre.layers.rings import ring_index, ring_sizes
+from monai_sre.layers.sre_conv import SREConv
+
+__all__ = [
+    "SREResNet",
+    "SREResNetBlock",
+    "SREResNetBottleneck",
+    "sre_resnet10",
+    "sre_resnet18",
+    "sre_resnet34",
+    "sre_resnet50",
+    "sre_resnet101",
+    "sre_resnet152",
+    "sre_resnet200",
+    "default_kernel_sizes",
+]
+
+_KernelSize = Sequence[int] | int
+
+
+def default_kernel_sizes(spatial_dims: int) -> tuple[int, int, int, int]:
+    """Default SRE kernel size of the four stages: ``(9, 9, 5, 5)`` in 1D/2D, ``(5, 5, 5, 5)`` in 3D.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+
+    Returns:
+        one odd kernel size per stage.
+    """
+    return (5, 5, 5, 5) if spatial_dims == 3 else (9, 9, 5, 5)
+
+
+def _is_strided(stride: Sequence[int] | int) -> bool:
+    return any(s != 1 for s in ((stride,) if isinstance(stride, int) else stride))
+
+
+class _ZeroPadShortcut(nn.Module):
+    """Shortcut "A": the (already downsampled) input with zero channels appended up to ``out_channels``.
+
+    A module rather than MONAI's ``functools.partial`` of a method, so that the network stays scriptable.
+    """
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = list(x.shape)
+        shape[1] = self.out_channels - shape[1]
+        return torch.cat([x, x.new_zeros(shape)], dim=1)
+
+
+class SREResNetBlock(nn.Module):
+    """Basic residual block with two SRE convolutions; a stride downsamples the input symmetrically first.
+
+    Args:
+        in_planes: number of input channels.
+        planes: number of output channels.
+        spatial_dims: number of spatial dimensions of the input image.
+        stride: downsampling factor of the block (1 keeps the size, 2 halves it to ``ceil(n / 2)``).
+        downsample: shortcut applied to the (already downsampled) input, or None for the identity.
+        act: activation type and arguments.
+        norm: feature normalization type and arguments.
+        kernel_size: odd SRE kernel size of both convolutions.
+        num_rings: number of bands of the SRE kernels; None gives one-voxel rings.
+        downsample_mode: ``"avg"`` or ``"max"`` symmetric downsampling when ``stride != 1``.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        spatial_dims: int = 3,
+        stride: Sequence[int] | int = 1,
+        downsample: nn.Module | None = None,
+        act: str | tuple = ("relu", {"inplace": True}),
+        norm: str | tuple = "batch",
+        *,
+        kernel_size: _KernelSize = 3,
+        num_rings: int | None = None,
+        downsample_mode: str = "avg",
+    ) -> None:
+        super().__init__()
+        # The block downsamples its input once, before both branches: cheaper than a pool inside each branch, and
+        # the symmetric pool keeps every branch exactly equivariant.
+        self.pool = SymmetricDownsample(spatial_dims, stride, downsample_mode) if _is_strided(stride) else nn.Identity()
+        self.conv1 = SREConv(spatial_dims, in_planes, planes, kernel_size, bias=False, num_rings=num_rings)
+        self.bn1 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes)
+        self.act = get_act_layer(name=act)
+        self.conv2 = SREConv(spatial_dims, planes, planes, kernel_size, bias=False, num_rings=num_rings)
+        self.bn2 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
+        residual = x
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            residual = self.downsample(x)
+        out = out + residual
+        return self.act(out)
+
+
+class SREResNetBottleneck(nn.Module):
+    """Bottleneck block (1x1, SRE kxk, 1x1); a stride downsamples the input symmetrically first.
+
+    Args:
+        in_planes: number of input channels.
+        planes: number of channels of the bottleneck (the output has ``planes * 4``).
+        spatial_dims: number of spatial dimensions of the input image.
+        stride: downsampling factor of the block (1 keeps the size, 2 halves it to ``ceil(n / 2)``).
+        downsample: shortcut applied to the (already downsampled) input, or None for the identity.
+        act: activation type and arguments.
+        norm: feature normalization type and arguments.
+        kernel_size: odd SRE kernel size of the middle convolution.
+        num_rings: number of bands of the SRE kernel; None gives one-voxel rings.
+        downsample_mode: ``"avg"`` or ``"max"`` symmetric downsampling when ``stride != 1``.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        spatial_dims: int = 3,
+        stride: Sequence[int] | int = 1,
+        downsample: nn.Module | None = None,
+        act: str | tuple = ("relu", {"inplace": True}),
+        norm: str | tuple = "batch",
+        *,
+        kernel_size: _KernelSize = 3,
+        num_rings: int | None = None,
+        downsample_mode: str = "avg",
+    ) -> None:
+        super().__init__()
+        conv_type = Conv[Conv.CONV, spatial_dims]
+        self.pool = SymmetricDownsample(spatial_dims, stride, downsample_mode) if _is_strided(stride) else nn.Identity()
+        self.conv1 = conv_type(in_planes, planes, kernel_size=1, bias=False)
+        self.bn1 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes)
+        self.conv2 = SREConv(spatial_dims, planes, planes, kernel_size, bias=False, num_rings=num_rings)
+        self.bn2 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes)
+        self.conv3 = conv_type(planes, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes * self.expansion)
+        self.act = get_act_layer(name=act)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
+        residual = x
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.act(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            residual = self.downsample(x)
+        out = out + residual
+        return self.act(out)
+
+
+_BLOCKS: dict[str, type[SREResNetBlock | SREResNetBottleneck]] = {
+    "basic": SREResNetBlock,
+    "bottleneck": SREResNetBottleneck,
+}
+# MONAI's block classes name the same architecture; accept them so that a ResNet config ports unchanged.
+_MONAI_BLOCKS: dict[type, type[SREResNetBlock | SREResNetBottleneck]] = {
+    ResNetBlock: SREResNetBlock,
+    ResNetBottleneck: SREResNetBottleneck,
+}
+
+
+def _resolve_block(block: type[nn.Module] | str) -> type[SREResNetBlock | SREResNetBottleneck]:
+    if isinstance(block, str):
+        if block not in _BLOCKS:
+            raise ValueError(
+                f"Unknown block {block!r}: use 'basic' or 'bottleneck' (or SREResNetBlock/SREResNetBottleneck)."
+            )
+        return _BLOCKS[block]
+    if block in (SREResNetBlock, SREResNetBottleneck):
+        return block
+    if block in _MONAI_BLOCKS:
+        return _MONAI_BLOCKS[block]
+    raise ValueError(f"Unknown block {block!r}: use 'basic', 'bottleneck', SREResNetBlock or SREResNetBottleneck.")
+
+
+def _minimum_size(strides: Sequence[int]) -> int:
+    """Smallest axis length for which each downsampling in ``strides`` (in order) receives at least its stride."""
+    need = 1
+    for s in reversed([s for s in strides if s != 1]):
+        need = max(s, s * (need - 1) + 1)
+    return need
+
+
+class SREResNet(nn.Module):
+    """ResNet with SRE convolutions and symmetric downsampling, a drop-in for :class:`monai.networks.nets.ResNet`.
+
+    In eval mode the logits (or features) are exactly invariant to every rot90/flip symmetry of the input when the
+    stem kernel and stride are the same along all axes (an anisotropic stem keeps the symmetries its shape has).
+
+    Args:
+        block: ``"basic"``/``"bottleneck"``, :class:`SREResNetBlock`/:class:`SREResNetBottleneck`, or MONAI's
+            ``ResNetBlock``/``ResNetBottleneck`` (mapped to their SRE counterparts).
+        layers: number of blocks in each of the four stages.
+        block_inplanes: channels of the four stages, scaled by ``widen_factor``.
+        spatial_dims: number of spatial dimensions of the input image (1, 2 or 3).
+        n_input_channels: number of input channels.
+        conv1_t_size: odd SRE kernel size of the stem (int or per axis). MONAI's default is 7; here 5.
+        conv1_t_stride: downsampling factor of the stem (int or per axis), done by symmetric downsampling.
+        no_max_pool: skip the (symmetric, stride-2) max-pool after the stem. MONAI's default is False; here True.
+        shortcut_type: ``"A"`` (zero-padded channels) or ``"B"`` (1x1 conv + norm) for shortcuts that change shape.
+        widen_factor: multiplies ``block_inplanes``.
+        num_classes: number of outputs of the final linear layer.
+        feed_forward: add the final linear layer; False returns the pooled features.
+        bias_downsample: bias of the 1x1 shortcut convolution (type "B").
+        act: activation type and arguments, used in the stem and every block.
+        norm: feature normalization type and arguments, used in the stem, every block and every shortcut.
+        kernel_size: odd SRE kernel size of the stages: one int for all four, or a list of four (each an int or a
+            per-axis tuple); None gives :func:`default_kernel_sizes` (``[9, 9, 5, 5]`` in 1D/2D, ``5`` in 3D).
+        num_rings: number of bands of every SRE kernel; None gives one-voxel rings (``k // 2 + 1`` bands).
+        downsample_mode: ``"avg"`` (default) or ``"max"`` symmetric downsampling for the strided stem and stages.
+
+    Raises:
+        ValueError: for an unknown ``block``, ``shortcut_type`` or ``downsample_mode``, ``layers``,
+            ``block_inplanes`` or ``kernel_size`` not of length 4, an even kernel size; at call time for an input of
+            the wrong rank or channel count or smaller than :attr:`min_input_size`.
+    """
+
+    __constants__ = ["spatial_dims", "n_input_channels", "no_max_pool"]
+
+    def __init__(
+        self,
+        block: type[nn.Module] | str,
+        layers: Sequence[int],
+        block_inplanes: Sequence[int],
+        spatial_dims: int = 3,
+        n_input_channels: int = 3,
+        conv1_t_size: _KernelSize = 5,
+        conv1_t_stride: Sequence[int] | int = 1,
+        no_max_pool: bool = True,
+        shortcut_type: str = "B",
+        widen_factor: float = 1.0,
+        num_classes: int = 400,
+        feed_forward: bool = True,
+        bias_downsample: bool = True,
+        act: str | tuple = ("relu", {"inplace": True}),
+        norm: str | tuple = "batch",
+        *,
+        kernel_size: Sequence[_KernelSize] | int | None = None,
+        num_rings: int | None = None,
+        downsample_mode: str = "avg",
+    ) -> None:
+        super().__init__()
+        block_type = _resolve_block(block)
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        if len(layers) != 4 or len(block_inplanes) != 4:
+            raise ValueError(
+                f"layers and block_inplanes need 4 entries (one per stage), got layers={list(layers)}, "
+                f"block_inplanes={list(block_inplanes)}."
+            )
+        if shortcut_type not in ("A", "B"):
+            raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}.")
+        if downsample_mode not in DOWNSAMPLE_MODES:
+            raise ValueError(f"downsample_mode must be one of {DOWNSAMPLE_MODES}, got {downsample_mode!r}.")
+        if n_input_channels < 1:
+            raise ValueError(f"n_input_channels must be a positive int, got {n_input_channels}.")
+        stage_kernels = self._stage_kernels(kernel_size, spatial_dims)
+        planes = [int(p * widen_factor) for p in block_inplanes]
+        if min(planes) < 1:
+            raise ValueError(f"block_inplanes {list(block_inplanes)} times widen_factor={widen_factor} leaves a stage "
+                             "without channels.")
+
+        self.spatial_dims = spatial_dims
+        self.n_input_channels = n_input_channels
+        self.no_max_pool = no_max_pool
+        self.in_planes = planes[0]
+        stem_stride = ensure_tuple_rep(conv1_t_stride, spatial_dims)
+
+        self.stem_pool = (
+            SymmetricDownsample(spatial_dims, stem_stride, downsample_mode)
+            if _is_strided(stem_stride)
+            else nn.Identity()
+        )
+        self.conv1 = SREConv(
+            spatial_dims, n_input_channels, self.in_planes, conv1_t_size, bias=False, num_rings=num_rings
+        )
+        self.bn1 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=self.in_planes)
+        self.act = get_act_layer(name=act)
+        self.maxpool = nn.Identity() if no_max_pool else SymmetricDownsample(spatial_dims, 2, "max")
+        common = {"spatial_dims": spatial_dims, "shortcut_type": shortcut_type, "bias_downsample": bias_downsample,
+                  "act": act, "norm": norm, "num_rings": num_rings, "downsample_mode": downsample_mode}
+        self.layer1 = self._make_layer(block_type, planes[0], layers[0], 1, stage_kernels[0], **common)
+        self.layer2 = self._make_layer(block_type, planes[1], layers[1], 2, stage_kernels[1], **common)
+        self.layer3 = self._make_layer(block_type, planes[2], layers[2], 2, stage_kernels[2], **common)
+        self.layer4 = self._make_layer(block_type, planes[3], layers[3], 2, stage_kernels[3], **common)
+        self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.fc = nn.Linear(planes[3] * block_type.expansion, num_classes) if feed_forward else None
+
+        strides_per_axis = [[s] + ([] if no_max_pool else [2]) + [2, 2, 2] for s in stem_stride]
+        #: Smallest accepted input size per axis: every downsampling must receive at least ``stride`` voxels,
+        #: otherwise it no longer downsamples and the deeper stages run on a single voxel.
+        self.min_input_size = tuple(_minimum_size(s) for s in strides_per_axis)
+        self._init_weights(type(self.bn1))
+
+    @staticmethod
+    def _stage_kernels(kernel_size: Sequence[_KernelSize] | int | None, spatial_dims: int) -> list[_KernelSize]:
+        if kernel_size is None:
+            return list(default_kernel_sizes(spatial_dims))
+        if isinstance(kernel_size, int):
+            return [kernel_size] * 4
+        kernels = list(kernel_size)
+        if len(kernels) != 4:
+            raise ValueError(f"kernel_size must be an int or a list of 4 (one per stage), got {kernel_size!r}.")
+        return kernels
+
+    def _make_layer(
+        self,
+        block: type[SREResNetBlock | SREResNetBottleneck],
+        planes: int,
+        blocks: int,
+        stride: int,
+        kernel_size: _KernelSize,
+        spatial_dims: int,
+        shortcut_type: str,
+        bias_downsample: bool,
+        act: str | tuple,
+        norm: str | tuple,
+        num_rings: int | None,
+        downsample_mode: str,
+    ) -> nn.Sequential:
+        out_planes = planes * block.expansion
+        downsample: nn.Module | None = None
+        if stride != 1 or self.in_planes != out_planes:
+            # The block has already downsampled its input, so the shortcut only matches the channels; a 1x1
+            # convolution is radially symmetric by itself.
+            if shortcut_type == "A":
+                downsample = _ZeroPadShortcut(out_planes)
+            else:
+                conv_type = Conv[Conv.CONV, spatial_dims]
+                downsample = nn.Sequential(
+                    conv_type(self.in_planes, out_planes, kernel_size=1, bias=bias_downsample),
+                    get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=out_planes),
+                )
+        options = {"act": act, "norm": norm, "kernel_size": kernel_size, "num_rings": num_rings,
+                   "downsample_mode": downsample_mode}
+        stage = [block(self.in_planes, planes, spatial_dims, stride, downsample, **options)]
+        self.in_planes = out_planes
+        for _ in range(1, blocks):
+            stage.append(block(self.in_planes, planes, spatial_dims, 1, None, **options))
+        return nn.Sequential(*stage)
+
+    def _init_weights(self, norm_type: type) -> None:
+        """He (fan-out) initialisation as in MONAI's ResNet, with the true fan of the SRE kernels."""
+        taps_inside: dict[tuple, int] = {}
+        for m in self.modules():
+            if isinstance(m, SREConv):
+                # Only the taps inside the circle carry a weight: fan-out = out_channels * taps inside.
+                key = (m.kernel_size, m.spatial_dims, m.num_rings)
+                if key not in taps_inside:
+                    taps_inside[key] = int(ring_sizes(ring_index(*key), m.num_rings).sum())
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.out_channels * taps_inside[key])))
+            elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, norm_type):
+                # Norms without affine parameters (InstanceNorm's default) have weight None.
+                if getattr(m, "weight", None) is not None:
+                    nn.init.constant_(m.weight, 1.0)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.constant_(m.bias, 0.0)
+            elif isinstance(m, nn.Linear):
+                nn.init.constant_(m.bias, 0.0)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(
+                f"SREResNet: input must have {self.spatial_dims + 2} dims (batch, channels, {self.spatial_dims} "
+                f"spatial) for spatial_dims={self.spatial_dims}, got shape {list(x.shape)}."
+            )
+        if x.shape[1] != self.n_input_channels:
+            raise ValueError(
+                f"SREResNet: input must have n_input_channels={self.n_input_channels} channels (dim 1), "
+                f"got shape {list(x.shape)}."
+            )
+        min_size = list(self.min_input_size)
+        for i in range(self.spatial_dims):
+            if x.shape[i + 2] < min_size[i]:
+                raise ValueError(
+                    f"SREResNet: input spatial shape {list(x.shape[2:])} is too small for the network's downsampling: "
+                    f"the minimum size is {min_size} (every downsampling must receive at least as many voxels as its "
+                    "stride)."
+                )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)``, or pooled features when ``feed_forward=False``.
+
+        Args:
+            x: images of shape ``(batch, n_input_channels, *spatial)``.
+
+        Returns:
+            the logits or features.
+
+        Raises:
+            ValueError: for an input of the wrong rank or channel count, or smaller than :attr:`min_input_size`.
+        """
+        self._check_input(x)
+        x = self.stem_pool(x)
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.maxpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        x = self.avgpool(x)
+        x = x.flatten(1)
+        if self.fc is not None:
+            x = self.fc(x)
+        return x
+
+
+def sre_resnet10(**kwargs) -> SREResNet:
+    """SRE-ResNet-10 (basic blocks ``[1, 1, 1, 1]``); ``kwargs`` go to :class:`SREResNet`.
+
+    Args:
+        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
+
+    Returns:
+        the network.
+    """
+    return SREResNet(SREResNetBlock, [1, 1, 1, 1], get_inplanes(), **kwargs)
+
+
+def sre_resnet18(**kwargs) -> SREResNet:
+    """SRE-ResNet-18 (basic blocks ``[2, 2, 2, 2]``); ``kwargs`` go to :class:`SREResNet`.
+
+    Args:
+        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
+
+    Returns:
+        the network.
+    """
+    return SREResNet(SREResNetBlock, [2, 2, 2, 2], get_inplanes(), **kwargs)
+
+
+def sre_resnet34(**kwargs) -> SREResNet:
+    """SRE-ResNet-34 (basic blocks ``[3, 4, 6, 3]``); ``kwargs`` go to :class:`SREResNet`.
+
+    Args:
+        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
+
+    Returns:
+        the network.
+    """
+    return SREResNet(SREResNetBlock, [3, 4, 6, 3], get_inplanes(), **kwargs)
+
+
+def sre_resnet50(**kwargs) -> SREResNet:
+    """SRE-ResNet-50 (bottleneck blocks ``[3, 4, 6, 3]``); ``kwargs`` go to :class:`SREResNet`.
+
+    Args:
+        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
+
+    Returns:
+        the network.
+    """
+    return SREResNet(SREResNetBottleneck, [3, 4, 6, 3], get_inplanes(), **kwargs)
+
+
+def sre_resnet101(**kwargs) -> SREResNet:
+    """SRE-ResNet-101 (bottleneck blocks ``[3, 4, 23, 3]``); ``kwargs`` go to :class:`SREResNet`.
+
+    Args:
+        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
+
+    Returns:
+        the network.
+    """
+    return SREResNet(SREResNetBottleneck, [3, 4, 23, 3], get_inplanes(), **kwargs)
+
+
+def sre_resnet152(**kwargs) -> SREResNet:
+    """SRE-ResNet-152 (bottleneck blocks ``[3, 8, 36, 3]``); ``kwargs`` go to :class:`SREResNet`.
+
+    Args:
+        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
+
+    Returns:
+        the network.
+    """
+    return SREResNet(SREResNetBottleneck, [3, 8, 36, 3], get_inplanes(), **kwargs)
+
+
+def sre_resnet200(**kwargs) -> SREResNet:
+    """SRE-ResNet-200 (bottleneck blocks ``[3, 24, 36, 3]``); ``kwargs`` go to :class:`SREResNet`.
+
+    Args:
+        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
+
+    Returns:
+        the network.
+    """
+    return SREResNet(SREResNetBottleneck, [3, 24, 36, 3], get_inplanes(), **kwargs)
