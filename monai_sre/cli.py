@@ -64,7 +64,7 @@ def _args_evaluate_rotation(parser: argparse.ArgumentParser) -> None:
         help="config overrides (VALUE parsed as JSON, else kept as text), as `python -m monai.bundle run --ID VALUE`",
     )  # fmt: skip
     parser.add_argument("--flag", help="MedMNIST flag, e.g. breastmnist (default: the config's 'flag' id)")
-    parser.add_argument("--size", type=int, help="MedMNIST image size (default: the config's 'size' id, else 28)")
+    parser.add_argument("--size", type=int, help="MedMNIST image size (default: the config's 'image_size' id, else 28)")
     parser.add_argument("--data-root", help="folder with the MedMNIST .npz files (default: MONAI_SRE_DATA_ROOT)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
@@ -121,6 +121,9 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
     for option, values in (("--bundle", args.bundle), ("--network-id", args.network_id)):
         if len(values) not in (1, n):
             raise ValueError(f"{option} takes 1 value or one per checkpoint ({n}), got {len(values)}")
+    for bundle in args.bundle:
+        if not (Path(bundle) / args.config).is_file():
+            raise FileNotFoundError(f"bundle config {Path(bundle) / args.config} not found (--bundle, --config)")
     names = args.name or [Path(c).stem for c in args.checkpoint]
     if len(names) != n or len(set(names)) != n:
         raise ValueError(f"--name takes {n} distinct names (one per checkpoint), got {names}")
@@ -142,16 +145,16 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
         if flag is None and "flag" in bundle_config:
             flag = bundle_config.get_parsed_content("flag")
         if size is None:
-            size = bundle_config.get_parsed_content("size") if "size" in bundle_config else 28
+            size = bundle_config.get_parsed_content("image_size") if "image_size" in bundle_config else 28
     if not flag:
         raise ValueError(f"no dataset: give --flag (the config {args.config} of {args.bundle[0]} has no 'flag' id)")
     # The network follows the dataset the user chose, where the bundle exposes it as plain config ids.
     if args.flag is not None:
         overrides["flag"] = args.flag
     if args.size is not None:
-        overrides["size"] = args.size
+        overrides["image_size"] = args.size
     models = {}
-    for i, (name, checkpoint) in enumerate(zip(names, args.checkpoint)):
+    for i, (name, checkpoint) in enumerate(zip(names, args.checkpoint, strict=True)):
         bundle, network_id = args.bundle[i % len(args.bundle)], args.network_id[i % len(args.network_id)]
         models[name] = _evaluate_rotation_network(bundle, args.config, network_id, overrides, checkpoint)
 
@@ -160,7 +163,8 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
         images, labels = images[: args.limit], labels[: args.limit]
-    spatial_dims = 3 if flag.endswith("3d") else 2
+    info = dataset_info(flag, size)
+    spatial_dims = info.spatial_dims
     x = torch.from_numpy(images).float().div_(255)  # as the training pipeline scales uint8 images
     if spatial_dims == 2 and x.ndim == 4:  # (N, H, W, 3) RGB
         x = x.permute(0, 3, 1, 2).contiguous()
@@ -170,7 +174,7 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
     summaries = run_rotation_evaluation(
         models,
         (x, y),
-        dataset_info(flag, size).task,
+        info.task,
         spatial_dims,
         args.out,
         interpolation=args.interpolation,
@@ -192,6 +196,117 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
 
 def _evaluate_rotation_fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+# --- prepare-data (monai_sre.data.export) ----------------------------------------------------------------------
+
+
+@_command("prepare-data", "export a MedMNIST dataset as NIfTI or DICOM files with a MONAI datalist JSON")
+def _args_prepare_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flag", required=True, help="medmnist flag, e.g. breastmnist, retinamnist, adrenalmnist3d")
+    p.add_argument("--size", type=int, default=28, help="image size: 28 (default), 64, 128, 224 (3D: 28, 64)")
+    p.add_argument("--format", dest="image_format", default="nifti", help="nifti (default) or dicom")
+    p.add_argument("--out", required=True, help="export folder (new, empty, or an earlier export of the same data)")
+    p.add_argument(
+        "--splits", nargs="+", default=["train", "val", "test"], help="splits to export (default: train val test)"
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder with the MedMNIST .npz files (default: $MONAI_SRE_DATA_ROOT, else ~/.medmnist)",
+    )
+    p.add_argument("--limit", type=int, default=None, help="export only the first N samples of each split")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing .npz file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+@_args_prepare_data
+def _run_prepare_data(args: argparse.Namespace) -> int:
+    from monai_sre.data.export import export_medmnist
+
+    datalist = export_medmnist(
+        args.flag,
+        args.out,
+        size=args.size,
+        image_format=args.image_format,
+        splits=args.splits,
+        root=args.data_root,
+        progress=not args.no_progress,
+        limit=args.limit,
+        download=not args.no_download,
+    )
+    print(datalist)
+    return 0
+
+
+# --- predict (monai_sre.inference) -----------------------------------------------------------------------------
+
+
+@_command(
+    "predict",
+    "predict with a bundle on NIfTI files, DICOM files, DICOM series folders and folders of studies (one result per "
+    "series); exits 1 when any input failed",
+)
+def _args_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".nii/.nii.gz files, DICOM files or folders")
+    p.add_argument("--bundle", required=True, metavar="DIR", help="MONAI bundle folder (configs/inference.json)")
+    p.add_argument("--checkpoint", metavar="FILE", help="weights (default: BUNDLE/models/model.pt)")
+    p.add_argument("--output", metavar="FILE", help="write every result row to FILE.csv or FILE.json")
+    p.add_argument(
+        "--rotation-check", action="store_true",
+        help="also predict under the grid's 24 cube rotations (3D) or 8 rotations/flips (2D) and report the spread",
+    )  # fmt: skip
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    pre = p.add_argument_group("preprocessing overrides (default: the bundle's clinical_preprocessing)")
+    pre.add_argument("--modality", help="'auto' (DICOM Modality; NIfTI unknown) or a modality for all inputs: CT, MR")
+    pre.add_argument("--hu-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="CT window in HU")
+    pre.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"), help="non-CT scaling range")
+    pre.add_argument("--spacing", nargs="+", type=float, metavar="MM", help="resampling spacing (1 value or 1/axis)")
+    pre.add_argument("--roi-center", nargs="+", type=float, metavar="C", help="region of interest centre, 1 per axis")
+    pre.add_argument("--roi-size", nargs="+", type=float, metavar="S", help="region of interest size, 1 per axis")
+    pre.add_argument("--roi-units", choices=("mm", "voxel"), help="units of --roi-center/--roi-size (default mm)")
+    pre.add_argument("--size-mode", choices=("fit", "resize", "crop"), help="how the image reaches the model grid")
+
+
+@_args_predict
+def _run_predict(args: argparse.Namespace) -> int:
+    from monai_sre.inference import predict, write_predictions
+
+    overrides = {
+        name: value
+        for name, value in (
+            ("modality", args.modality),
+            ("hu_window", args.hu_window),
+            ("percentiles", args.percentiles),
+            ("spacing", args.spacing),
+            ("roi_center", args.roi_center),
+            ("roi_size", args.roi_size),
+            ("roi_units", args.roi_units),
+            ("size_mode", args.size_mode),
+        )
+        if value is not None
+    }
+    rows = predict(
+        args.inputs,
+        args.bundle,
+        checkpoint=args.checkpoint,
+        rotation_check=args.rotation_check,
+        preprocessing_overrides=overrides,
+        device=args.device,
+    )
+    for row in rows:
+        series = f" [{row['series_uid']}]" if row["series_uid"] else ""
+        if row["status"] == "ok":
+            spread = f", rotation spread {row['rotation_spread']:.2e}" if args.rotation_check else ""
+            prob = [v for k, v in row.items() if k.startswith("prob_")][row["pred_index"]]
+            print(f"ok     {row['path']}{series}: {row['pred_label']} (class {row['pred_index']}, p={prob:.3f}{spread})")
+        else:
+            print(f"error  {row['error']}{series}")
+    failed = sum(row["status"] != "ok" for row in rows)
+    if args.output:
+        print(f"results written to {write_predictions(rows, args.output)}")
+    print(f"{len(rows)} input(s): {len(rows) - failed} predicted, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,332 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Rotation-robustness evaluation: transform sets, direction and exactness, metrics rows, CSV, JSON and plot."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader
+from monai.transforms import Rotate
+from torch import nn
+
+from monai_sre.evaluation.rotation import (
+    AXIS_PLANES,
+    CSV_FIELDS,
+    cube_rotations,
+    evaluate_rotations,
+    plot_robustness,
+    rotate,
+    rotation_transforms,
+    run_rotation_evaluation,
+    summarize,
+    write_csv,
+)
+
+
+def test_default_2d_set():
+    specs = rotation_transforms(2)
+    assert len(specs) == 38
+    angles = [s for s in specs if s.kind == "angle"]
+    assert [s.angle for s in angles] == [float(a) for a in range(0, 360, 10)]
+    assert [s.name for s in angles][:3] == ["rot_000", "rot_010", "rot_020"] and angles[-1].name == "rot_350"
+    flips = [s for s in specs if s.kind == "flip"]
+    assert [(s.name, s.axis, s.angle) for s in flips] == [("flip_vertical", "x", None), ("flip_horizontal", "y", None)]
+    assert len({s.name for s in specs}) == len(specs)
+
+
+def test_default_3d_set():
+    specs = rotation_transforms(3)
+    assert len(specs) == 63
+    for axis in "xyz":
+        rows = [s for s in specs if s.kind == "angle" and s.axis == axis]
+        assert [s.angle for s in rows] == [float(a) for a in range(0, 360, 30)]
+        assert rows[1].name == f"rot_{axis}_030"
+    assert sum(s.kind == "cube" for s in specs) == 24
+    assert [s.name for s in specs if s.kind == "flip"] == ["flip_x", "flip_y", "flip_z"]
+    assert len({s.name for s in specs}) == len(specs)
+    custom = rotation_transforms(3, angles=[0, 45], axes=("z",), include_cube=False, include_flips=False)
+    assert [s.name for s in custom] == ["rot_z_000", "rot_z_045"]
+    with pytest.raises(ValueError, match="axes must be distinct names"):
+        rotation_transforms(3, axes=("w",))
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        rotation_transforms(2, interpolation="bicubic")
+
+
+def test_positive_angle_turns_first_axis_towards_second():
+    x = torch.zeros(1, 1, 7, 7)
+    x[0, 0, 5, 3] = 1  # two rows below the centre (3, 3)
+    for mode in ("bilinear", "nearest"):
+        y = rotate(x, 90, mode=mode, exact_quarter_turns=False)
+        assert torch.nonzero(y[0, 0] > 0.5).tolist() == [[3, 5]]  # now two columns right of it, as np.rot90 does
+    np.testing.assert_array_equal(rotate(x, 90).numpy(), np.rot90(x.numpy(), 1, axes=(2, 3)))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_quarter_turns_equal_rot90(spatial_dims):
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, *([9] * spatial_dims))
+    planes = [(0, 1)] if spatial_dims == 2 else list(AXIS_PLANES.values())
+    for plane, k in itertools.product(planes, (1, 2, 3)):
+        expected = torch.rot90(x, k, dims=(2 + plane[0], 2 + plane[1]))
+        resampled = rotate(x, 90 * k, plane, mode="nearest", exact_quarter_turns=False)
+        assert torch.equal(resampled, expected)  # grid_sample lands on voxel centres: nearest is exact
+        bilinear = rotate(x, 90 * k, plane, mode="bilinear", exact_quarter_turns=False)
+        torch.testing.assert_close(bilinear, expected, atol=1e-5, rtol=0)
+        assert torch.equal(rotate(x, 90 * k, plane), expected)  # the default takes the exact path
+    spec_names = {s.name: s for s in rotation_transforms(spatial_dims)}
+    name = "rot_090" if spatial_dims == 2 else "rot_z_090"
+    assert torch.equal(spec_names[name](x), torch.rot90(x, 1, dims=(2, 3)))
+
+
+def test_batched_rotation_matches_monai_rotate_2d():
+    torch.manual_seed(1)
+    x = torch.rand(4, 3, 28, 20)  # not square: the normalised grid must scale each axis by its own size
+    for mode, angle in itertools.product(("bilinear", "nearest"), (10.0, 37.0, 90.0, 200.0, 350.0)):
+        ours = rotate(x, angle, mode=mode)
+        ref = torch.stack([Rotate(-math.radians(angle), padding_mode="zeros", mode=mode)(img) for img in x])
+        torch.testing.assert_close(ours, ref.as_tensor(), atol=2e-5, rtol=0)
+    # zero fill: the corners of a constant image rotated by 45 degrees are empty, the centre is kept
+    ones = rotate(torch.ones(1, 1, 28, 28), 45.0)
+    assert ones[0, 0, 0, 0] == 0 and ones[0, 0, 14, 14] == pytest.approx(1.0)
+
+
+def test_batched_rotation_matches_monai_rotate_3d():
+    torch.manual_seed(2)
+    x = torch.rand(2, 1, 12, 10, 14)
+    for axis, index in (("x", 0), ("y", 1), ("z", 2)):
+        for angle in (30.0, 90.0, 250.0):
+            radians = [0.0, 0.0, 0.0]
+            radians[index] = -math.radians(angle)
+            ref = torch.stack([Rotate(radians, padding_mode="zeros")(img) for img in x])
+            ours = rotate(x, angle, AXIS_PLANES[axis])
+            torch.testing.assert_close(ours, ref.as_tensor(), atol=2e-5, rtol=0)
+
+
+def _moves_as_matrix(spec, spatial_dims: int, size: int = 7) -> bool:
+    """Whether each unit voxel offset from the centre goes where ``spec.matrix`` says."""
+    c = size // 2
+    for offset in itertools.chain(np.eye(spatial_dims, dtype=int), 2 * np.eye(spatial_dims, dtype=int)[:1]):
+        x = torch.zeros(1, 1, *([size] * spatial_dims))
+        x[(0, 0, *(c + offset))] = 1
+        target = c + spec.matrix @ offset
+        found = torch.nonzero(spec(x)[0, 0] > 0.5).tolist()
+        if found != [np.round(target).astype(int).tolist()]:
+            return False
+    return True
+
+
+def test_matrices_describe_the_transforms():
+    for spec in rotation_transforms(2) + rotation_transforms(3):
+        if spec.kind != "angle" or spec.angle % 90 == 0:
+            assert _moves_as_matrix(spec, spec.matrix.shape[0]), spec.name
+    flipped = rotation_transforms(2)[-1]
+    assert flipped.name == "flip_horizontal"
+    x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    assert flipped(x)[0, 0].tolist() == [[2.0, 1.0, 0.0], [5.0, 4.0, 3.0]]  # columns mirrored
+
+
+def test_cube_rotations_are_the_rotation_group():
+    specs = cube_rotations()
+    matrices = [s.matrix for s in specs]
+    keys = {m.tobytes() for m in matrices}
+    assert len(specs) == 24 and len(keys) == 24
+    for m in matrices:
+        np.testing.assert_array_equal(m @ m.T, np.eye(3))
+        assert round(np.linalg.det(m)) == 1  # proper rotations, no reflections
+    for a, b in itertools.product(matrices, repeat=2):
+        assert (a @ b).tobytes() in keys  # closed under composition
+    assert sorted(s.angle for s in specs) == [0.0] + [90.0] * 6 + [120.0] * 8 + [180.0] * 9
+    torch.manual_seed(3)
+    x = torch.rand(1, 1, 5, 5, 5)
+    outputs = {s(x).numpy().tobytes() for s in specs}
+    assert len(outputs) == 24  # 24 different images, not only 24 different names
+    for spec in specs:
+        assert _moves_as_matrix(spec, 3, size=5), spec.name
+
+
+class _PooledPointwise(nn.Module):
+    """A 1x1 conv then global average pooling: exactly invariant to rot90 and flips (up to summation order)."""
+
+    def __init__(self, spatial_dims: int, in_channels: int = 1, classes: int = 3) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.conv = conv(in_channels, 8, 1)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(2).mean(-1))
+
+
+class _Corner(nn.Module):
+    """Reads three segments of the first image row only: as far from invariant as a classifier gets."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        row = x[:, 0, 0] if x.ndim == 4 else x[:, 0, 0, 0]
+        return torch.stack([row[:, :3].mean(1), row[:, 3:-3].mean(1), row[:, -3:].mean(1)], 1)
+
+
+def _first_row(images: torch.Tensor) -> torch.Tensor:
+    return images[:, 0, 0] if images.ndim == 4 else images[:, 0, 0, 0]
+
+
+def _data(n: int = 48, spatial_dims: int = 2, size: int = 12):
+    """Random images, labels 0, 1, 2 in turn; the label also brightens its segment of the first row (see _Corner)."""
+    g = torch.Generator().manual_seed(4)
+    labels = torch.arange(n) % 3
+    images = torch.rand(n, 1, *([size] * spatial_dims), generator=g)
+    segments = (slice(0, 3), slice(3, size - 3), slice(size - 3, size))
+    for i, label in enumerate(labels.tolist()):
+        _first_row(images)[i, segments[label]] += 5
+    return images, labels
+
+
+def test_invariant_model_scores_the_same_at_quarter_turns():
+    torch.manual_seed(5)
+    images, labels = _data()
+    rows = evaluate_rotations(_PooledPointwise(2), (images, labels), "multi-class", 2, progress=False, batch_size=16)
+    by_name = {r["name"]: r for r in rows}
+    assert [r["name"] for r in rows] == [s.name for s in rotation_transforms(2)]
+    assert all(r["n"] == 48 for r in rows)
+    ref = by_name["rot_000"]
+    for name in ("rot_090", "rot_180", "rot_270", "flip_vertical", "flip_horizontal"):
+        assert by_name[name]["acc"] == ref["acc"]
+        assert by_name[name]["auc"] == pytest.approx(ref["auc"], abs=1e-9)
+    # The same rows for a model that is not invariant differ: the transforms really reach the network.
+    corner = evaluate_rotations(_Corner(), (images, labels), "multi-class", 2, progress=False)
+    corner = {r["name"]: r for r in corner}
+    assert corner["rot_000"]["acc"] > 0.9
+    assert corner["rot_090"]["acc"] < 0.8 and corner["rot_180"]["acc"] < 0.8
+
+
+def test_invariant_3d_model_and_loader_input():
+    torch.manual_seed(6)
+    images, labels = _data(n=12, spatial_dims=3, size=7)
+    model = _PooledPointwise(3)
+    model.train()
+    loader = DataLoader([{"image": x, "label": y} for x, y in zip(images, labels, strict=True)], batch_size=5)
+    specs = rotation_transforms(3, angles=[0, 90, 45], include_flips=True)
+    rows = evaluate_rotations(model, loader, "multi-class", 3, transforms=specs, progress=False)
+    assert model.training  # eval mode only while evaluating
+    assert rows == evaluate_rotations(model, (images, labels), "multi-class", 3, transforms=specs, progress=False)
+    exact = [r for r in rows if r["kind"] in ("cube", "flip") or r["angle"] in (0.0, 90.0)]
+    assert len(exact) == 3 * 2 + 24 + 3
+    assert {r["acc"] for r in exact} == {rows[0]["acc"]}
+    with pytest.raises(ValueError, match="2 spatial dims"):
+        evaluate_rotations(model, (images, labels), "multi-class", 2, progress=False)
+
+
+def _rows(acc, auc, names=None, kinds=None, axes=None, angles=None):
+    n = len(acc)
+    names = names or [f"r{i}" for i in range(n)]
+    kinds = kinds or ["angle"] * n
+    axes = axes or [""] * n
+    angles = angles or [10.0 * i for i in range(n)]
+    return [
+        {"name": a, "kind": k, "axis": x, "angle": g, "acc": c, "auc": u, "n": 10}
+        for a, k, x, g, c, u in zip(names, kinds, axes, angles, acc, auc, strict=True)
+    ]
+
+
+def test_summarize_hand_made():
+    rows = _rows(
+        [0.9, 0.7, 0.5, 0.8, 0.6],
+        [0.95, 0.85, 0.75, 0.9, float("nan")],
+        names=["rot_000", "rot_090", "rot_180", "flip_vertical", "flip_horizontal"],
+        kinds=["angle", "angle", "angle", "flip", "flip"],
+        angles=[0.0, 90.0, 180.0, None, None],
+    )
+    s = summarize(rows)
+    assert s["n_transforms"] == 5 and s["acc_0"] == 0.9 and s["auc_0"] == 0.95
+    assert s["rotation"]["mean_acc"] == pytest.approx(0.7)
+    assert s["rotation"]["mean_auc"] == pytest.approx(0.85)
+    assert s["rotation"]["worst"] == {"name": "rot_180", "axis": "", "angle": 180.0, "acc": 0.5, "auc": 0.75}
+    assert s["rotation"]["drop_acc"] == pytest.approx(0.2)
+    assert s["rotation"]["worst_drop_acc"] == pytest.approx(0.4)
+    assert s["flip"] == {"n": 2, "mean_acc": pytest.approx(0.7), "mean_auc": pytest.approx(0.9), "min_acc": 0.6}
+    assert "cube" not in s and "per_axis" not in s
+    s3 = summarize(_rows([0.8, 0.6, 0.8, 0.4], [0.9] * 4, axes=["x", "x", "y", "y"], angles=[0.0, 30.0, 0.0, 30.0]))
+    assert s3["per_axis"]["x"]["mean_acc"] == pytest.approx(0.7)
+    assert s3["per_axis"]["y"]["mean_acc"] == pytest.approx(0.6)
+    assert s3["rotation"]["worst"]["axis"] == "y"
+    with pytest.raises(ValueError, match="no 'angle' rotations"):
+        summarize(_rows([0.5], [0.5], kinds=["flip"]))
+
+
+def test_write_csv(tmp_path):
+    rows = _rows([0.9, 0.5], [0.8, float("nan")], kinds=["angle", "flip"], angles=[0.0, None])
+    path = write_csv(rows, tmp_path / "sub" / "rot.csv")
+    with open(path, newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == list(CSV_FIELDS)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file for the user, not a private temp
+    assert len(table) == 3
+    assert table[1] == ["r0", "angle", "", "0.0", "0.9", "0.8", "10"]
+    assert float(table[2][4]) == 0.5 and math.isnan(float(table[2][5])) and table[2][3] == ""
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="row 0 lacks"):
+        write_csv([{"name": "x"}], path)
+    assert path.read_bytes() == before  # a failed write leaves the old file whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["rot.csv"]  # no temporary left behind
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plot_overlays_models(tmp_path):
+    a = _rows([0.9, 0.8, 0.7], [0.9, 0.85, 0.8], angles=[0.0, 90.0, 180.0])
+    b = _rows([0.8, 0.5, 0.4], [0.85, 0.6, 0.5], angles=[0.0, 90.0, 180.0])
+    fig = plot_robustness({"sre": a, "resnet": b}, tmp_path / "plot.png", title="test")
+    ax_acc, ax_auc = fig.axes
+    assert len(ax_acc.get_lines()) == 2 and len(ax_auc.get_lines()) == 2
+    assert [line.get_label() for line in ax_auc.get_lines()] == ["sre", "resnet"]
+    assert list(ax_acc.get_lines()[1].get_xdata()) == [0.0, 90.0, 180.0, 360.0]  # the turn closes at 360
+    assert list(ax_acc.get_lines()[1].get_ydata()) == [0.8, 0.5, 0.4, 0.8]
+    assert ax_acc.get_xlim() == (0, 360) and ax_acc.get_ylim() == (0, 1)
+    assert "degrees" in ax_acc.get_xlabel() and ax_acc.get_ylabel() == "ACC"
+    width, height = _png_size(tmp_path / "plot.png")
+    assert width >= 800 and height >= 300
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+    three_d = _rows([0.9] * 4, [0.9] * 4, axes=["x", "x", "y", "z"], angles=[0.0, 30.0, 0.0, 0.0])
+    fig3 = plot_robustness({"m1": three_d, "m2": three_d})
+    assert len(fig3.axes[0].get_lines()) == 6  # 2 models x 3 axes
+
+
+def test_run_rotation_evaluation_writes_report(tmp_path):
+    torch.manual_seed(7)
+    images, labels = _data(n=24)
+    models = {"pooled": _PooledPointwise(2), "corner": _Corner()}
+    summaries = run_rotation_evaluation(models, (images, labels), "multi-class", 2, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rotation_corner.csv",
+        "rotation_pooled.csv",
+        "rotation_robustness.png",
+        "rotation_summary.json",
+    ]
+    with open(tmp_path / "rotation_corner.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 38 and rows[9]["name"] == "rot_090" and float(rows[9]["angle"]) == 90.0
+    report = json.loads((tmp_path / "rotation_summary.json").read_text())
+    assert report["interpolation"] == "bilinear" and report["spatial_dims"] == 2
+    assert report["models"]["corner"]["acc_0"] == pytest.approx(float(rows[0]["acc"]))
+    assert report["models"]["pooled"] == json.loads(json.dumps(summaries["pooled"]))
+    assert summaries["corner"]["rotation"]["mean_acc"] == pytest.approx(
+        np.mean([float(r["acc"]) for r in rows if r["kind"] == "angle"])
+    )
+    with pytest.raises(ValueError, match="model names"):
+        run_rotation_evaluation({"a/b": _Corner()}, (images, labels), "multi-class", 2, tmp_path, progress=False)
