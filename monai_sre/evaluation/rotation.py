@@ -331,7 +331,7 @@ def evaluate_rotations(
     """
     check_task(task)
     if transforms is None:
-        transforms = rotation_transforms(spatial_dims, angles=angles, interpolation=interpolation)
+        transforms = rotation_transforms(spatial_dims, interpolation=interpolation)
     if not transforms:
         raise ValueError("transforms is empty: nothing to evaluate")
     device = torch.device(device)
