@@ -1,0 +1,141 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""End-to-end runs of both bundles at tiny settings on the real MedMNIST files, through MONAI's bundle CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = REPO / "bundles"
+
+# Tiny settings: a few samples per split, 4..32 channels, one epoch.
+TINY = {
+    "sre_medmnist_2d": ["--epochs", "1", "--max_samples", "24", "--widen_factor", "0.0625", "--batch_size", "8"],
+    "sre_medmnist_3d": ["--epochs", "1", "--max_samples", "8", "--widen_factor", "0.0625", "--batch_size", "4",
+                        "--rotation_angles", "[0, 90, 135]"],
+}
+
+
+def _bundle(tmp_path: Path, name: str) -> Path:
+    dst = tmp_path / name
+    shutil.copytree(BUNDLES / name, dst, ignore=shutil.ignore_patterns("data", "eval", "*.pt", "*.ts", "*.onnx"))
+    return dst
+
+
+def _run(bundle: Path, *args: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"] \
+        if torchrun else [sys.executable]
+    proc = subprocess.run([*launcher, "-m", "monai.bundle", *args], cwd=bundle, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    "name,image_format,n_transforms",
+    [
+        ("sre_medmnist_2d", "nifti", 38),
+        ("sre_medmnist_2d", "dicom", 38),
+        ("sre_medmnist_3d", "nifti", 3 * 3 + 24 + 3),
+        ("sre_medmnist_3d", "dicom", 3 * 3 + 24 + 3),
+    ],
+)
+def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms):
+    bundle = _bundle(tmp_path, name)
+    opts = [*TINY[name], "--image_format", image_format]
+    _run(bundle, "run", "training", "--config_file", "configs/train.json", *opts)
+    models = bundle / "models"
+    assert (models / "model.pt").is_file() and (models / "model_final.pt").is_file()
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert "fc.weight" in state  # a flat state dict of the network, loadable with weights_only
+    final = torch.load(models / "model_final.pt", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(final)
+    datalist = json.loads((bundle / "data" / f"{'breastmnist' if '2d' in name else 'adrenalmnist3d'}_28_{image_format}"
+                                              / "datalist.json").read_text())
+    assert len(datalist["training"]) == (24 if "2d" in name else 8)
+
+    _run(bundle, "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']", *opts)
+    metrics = dict(row.split(",") for row in (bundle / "eval" / "metrics.csv").read_text().split("\n") if row)
+    assert 0.0 <= float(metrics["test_auc"]) <= 1.0 and 0.0 <= float(metrics["test_acc"]) <= 1.0
+    rows = _read_csv(bundle / "eval" / "rotation" / "rotation_sre.csv")
+    assert len(rows) == n_transforms
+    assert all(0.0 <= float(r["acc"]) <= 1.0 for r in rows)
+    # the SRE network is exactly invariant to quarter turns and flips: identical accuracy on those test sets
+    exact = [r for r in rows if r["kind"] in ("flip", "cube") or float(r["angle"]) % 90 == 0]
+    assert len({r["acc"] for r in exact}) == 1, [(r["name"], r["acc"]) for r in exact]
+    png = (bundle / "eval" / "rotation" / "rotation_robustness.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    summary = json.loads((bundle / "eval" / "rotation" / "rotation_summary.json").read_text())
+    assert set(summary["models"]) == {"sre"}
+
+
+@pytest.mark.parametrize("name", ["sre_medmnist_2d", "sre_medmnist_3d"])
+def test_config_workflow_properties(tmp_path, name):
+    bundle = _bundle(tmp_path, name)
+    for config, workflow_type in (("train.json", "train"), ("inference.json", "infer")):
+        wf = ConfigWorkflow(config_file=str(bundle / "configs" / config), workflow_type=workflow_type,
+                            meta_file=str(bundle / "configs" / "metadata.json"),
+                            logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(bundle))
+        wf.initialize()
+        assert not wf.check_properties(), (config, wf.check_properties())
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    bundle = _bundle(tmp_path, "sre_medmnist_2d")
+    _run(bundle, "run", "training", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
+         *TINY["sre_medmnist_2d"], torchrun=True)
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)  # saved unwrapped, loadable without DDP
+    assert len(list((bundle / "models").glob("model.pt"))) == 1
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (["--flag", "notamnist"], "notamnist"),
+        (["--flag", "adrenalmnist3d"], "3D"),
+        (["--image_size", "30"], "30"),
+    ],
+)
+def test_bad_overrides_fail_before_training(tmp_path, override, message):
+    bundle = _bundle(tmp_path, "sre_medmnist_2d")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                           "configs/train.json", *override], cwd=bundle, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained
+    assert not (bundle / "models" / "model.pt").exists()
+
+
+def test_missing_data_offline_fails_before_training(tmp_path):
+    bundle = _bundle(tmp_path, "sre_medmnist_2d")
+    env = {**os.environ, "MONAI_SRE_DATA_ROOT": str(tmp_path / "empty"), "MPLBACKEND": "Agg"}
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                           "configs/train.json", "--data_root", "None"], cwd=bundle, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "breastmnist.npz" in proc.stderr and "750601b1f35ba3300ea97c75c52ff8f6" in proc.stderr
+    assert "Epoch" not in proc.stdout + proc.stderr
