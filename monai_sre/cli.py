@@ -95,7 +95,14 @@ def _evaluate_rotation_network(bundle: str, config: str, network_id: str, overri
     if network_id not in parser:
         raise ValueError(f"{config_file} defines no '{network_id}' (--network-id)")
     net = parser.get_parsed_content(network_id, instantiate=True)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's message ("[Errno 22]", "central directory") names neither file nor cause
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"checkpoint {checkpoint} is not a readable PyTorch checkpoint (truncated, corrupt, or not written by "
+            f"torch.save with tensors only): {type(e).__name__}: {reason}"
+        ) from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # {"model": ...} checkpoints
         state = state["model"]
     if not isinstance(state, dict):
@@ -124,6 +131,10 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
     for bundle in args.bundle:
         if not (Path(bundle) / args.config).is_file():
             raise FileNotFoundError(f"bundle config {Path(bundle) / args.config} not found (--bundle, --config)")
+    out = Path(args.out).resolve()
+    existing = next(p for p in (out, *out.parents) if p.exists())  # missing folders are created for the report
+    if not existing.is_dir():
+        raise ValueError(f"--out {args.out}: cannot create the report folder there ({existing} is not a folder)")
     names = args.name or [Path(c).stem for c in args.checkpoint]
     if len(names) != n or len(set(names)) != n:
         raise ValueError(f"--name takes {n} distinct names (one per checkpoint), got {names}")
@@ -286,6 +297,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    if args.output:
+        _predict_check_output(args.output)
     rows = predict(
         args.inputs,
         args.bundle,
@@ -307,6 +320,82 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(f"results written to {write_predictions(rows, args.output)}")
     print(f"{len(rows)} input(s): {len(rows) - failed} predicted, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _predict_check_output(output: str) -> None:
+    """Refuse an ``--output`` that cannot be written before any prediction runs."""
+    from pathlib import Path
+
+    path = Path(output)
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--output {output}: the file name must end in .csv or .json")
+    if path.is_dir():
+        raise ValueError(f"--output {output} is a folder; expected a .csv or .json file name")
+    existing = next(p for p in path.resolve().parents if p.exists())  # missing folders are created when writing
+    if not existing.is_dir():
+        raise ValueError(f"--output {output}: cannot write a file there ({existing} is not a folder)")
+
+
+# --- benchmark (monai_sre.benchmarking) ------------------------------------------------------------------------
+
+
+@_command(
+    "benchmark",
+    "time SRE layers and networks against dense convolutions, sre-conv 1.0.2, gmr-conv 1.0.3 and MONAI's ResNet-18 "
+    "(throughput and peak memory, as ratios); prints Markdown tables",
+)
+def _args_benchmark(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", choices=("layers", "networks", "all"), default="all", help="what to run (default all)")
+    p.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2, 3], help="dimensionalities (default 2 3)")
+    p.add_argument("--repeats", type=int, help="timed rounds, median reported (default 5 for layers, 3 for networks)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    p.add_argument("--out", metavar="FILE.md", help="also write the Markdown report to FILE.md")
+    p.add_argument("--json", metavar="FILE.json", help="also write the raw timings to FILE.json")
+
+
+@_args_benchmark
+def _run_benchmark(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import shlex
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from monai_sre.benchmarking import run_benchmarks
+
+    if args.repeats is not None and args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    for option, target in (("--out", args.out), ("--json", args.json)):
+        if target is not None and not Path(target).resolve().parent.is_dir():
+            raise FileNotFoundError(f"{option} {target}: folder {Path(target).resolve().parent} does not exist")
+    prog = sys.argv[0]  # recorded in the report: `monai-sre benchmark ...` or `python benchmarks/networks.py ...`
+    command = shlex.join((["python", prog] if prog.endswith(".py") else [Path(prog).name]) + sys.argv[1:])
+    report, raw = run_benchmarks(
+        args.suite, args.dims, args.repeats, args.device, command,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(report)
+    for target, text in ((args.out, report), (args.json, json.dumps(raw, indent=2) if args.json else None)):
+        if target is None:
+            continue
+        # write next to the target and rename, so an earlier report is never left half-written
+        fd, tmp = tempfile.mkstemp(dir=Path(target).resolve().parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        print(f"written to {Path(target).resolve()}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,8 +440,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # one line for users; the traceback only on request
         if args.debug:
             raise
-        print(f"monai-sre {args.command}: error: {e}", file=sys.stderr)
+        print(f"monai-sre {args.command}: error: {_one_line(_cause(e))}", file=sys.stderr)
         return 2
+
+
+def _cause(error: BaseException) -> str:
+    """The message that explains ``error``: MONAI's config and transform wrappers hide it in ``__cause__``."""
+    wrappers = ("Failed to evaluate ConfigExpression", "Failed to instantiate component", "applying transform")
+    while error.__cause__ is not None and str(error).startswith(wrappers):
+        error = error.__cause__
+    return str(error) or type(error).__name__
+
+
+def _one_line(message: str, limit: int = 1000) -> str:
+    """``message`` on one line (torch's state-dict errors span one line per tensor), cut at ``limit`` characters."""
+    line = " ".join(message.split())
+    if len(line) <= limit:
+        return line
+    return line[:limit] + f" ... ({len(line) - limit} more characters; --debug shows all)"
 
 
 if __name__ == "__main__":

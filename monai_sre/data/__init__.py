@@ -10,7 +10,15 @@ sample gives the npz array with its axes in the same order (see :mod:`monai_sre.
 """
 
 from monai_sre.data.dicom import write_dicom_image, write_dicom_series
-from monai_sre.data.export import DATALIST_NAME, FORMATS, ExportError, export_medmnist, sample_relpath, write_nifti
+from monai_sre.data.export import (
+    DATALIST_NAME,
+    FORMATS,
+    ExportError,
+    export_medmnist,
+    load_datalist,
+    sample_relpath,
+    write_nifti,
+)
 from monai_sre.data.medmnist import (
     ENV_DATA_ROOT,
     SPLITS,
@@ -49,6 +57,7 @@ __all__ = [
     "export_medmnist",
     "file_md5",
     "iter_images",
+    "load_datalist",
     "load_labels",
     "load_split",
     "locate",

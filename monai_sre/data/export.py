@@ -60,6 +60,7 @@ __all__ = [
     "DATALIST_KEYS",
     "ExportError",
     "export_medmnist",
+    "load_datalist",
     "sample_relpath",
     "write_nifti",
 ]
@@ -448,3 +449,76 @@ def _export_files(info: MedMNISTInfo, fmt: str, splits, counts: dict, readers: d
                 if index in pending:
                     _write_sample(info, fmt, image, paths[index], split, index)
                     bar.update(1)
+
+
+def _label_problem(label, num_classes: int | None, multi_label: bool) -> str | None:
+    """What is wrong with one datalist label, or ``None``; ``num_classes=None`` checks only the type."""
+    if multi_label:
+        ok = isinstance(label, list) and all(v in (0, 1) and not isinstance(v, float) for v in label)
+        if ok and (num_classes is None or len(label) == num_classes):
+            return None
+        width = "" if num_classes is None else f"{num_classes} "
+        return f"expected a list of {width}0/1 flags (multi-label task)"
+    ok = isinstance(label, (int, np.integer)) and not isinstance(label, bool) and label >= 0
+    if ok and (num_classes is None or label < num_classes):
+        return None
+    return "expected a class index" + ("" if num_classes is None else f" in [0, {num_classes - 1}]")
+
+
+def load_datalist(
+    path: str | os.PathLike,
+    data_list_key: str = "training",
+    num_classes: int | None = None,
+    multi_label: bool = False,
+    base_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Read one list of a MONAI datalist for classification and check every item before anything trains on it.
+
+    The bundles read their datalists with this instead of ``monai.data.load_decathlon_datalist``, which it wraps,
+    so that a missing image or a label out of range stops the run at once with a message naming the datalist and
+    the item, not after an epoch inside a loss function.
+
+    Args:
+        path: the datalist JSON (e.g. the ``datalist.json`` of :func:`export_medmnist`, or one a user wrote).
+        data_list_key: the list to read: ``"training"``, ``"validation"`` or ``"test"``.
+        num_classes: the model's classes: labels must be indices in ``[0, num_classes)`` (multi-label: lists of
+            ``num_classes`` 0/1 flags). ``None`` checks only the labels' type.
+        multi_label: labels are lists of 0/1 flags instead of class indices.
+        base_dir: the folder image paths are relative to; default the datalist's folder.
+
+    Returns:
+        the items, with image paths joined to ``base_dir`` as ``load_decathlon_datalist`` returns them.
+
+    Raises:
+        FileNotFoundError: when the datalist or an image (file or DICOM series folder) it names does not exist.
+        ValueError: when the file is not a datalist JSON, lacks the list, or an item lacks its image or label or
+            has a label out of range.
+    """
+    from monai.data import load_decathlon_datalist
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {path} not found")
+    try:
+        items = load_decathlon_datalist(path, is_segmentation=False, data_list_key=data_list_key, base_dir=base_dir)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"datalist {path} is not valid JSON ({e}); expected a MONAI datalist") from e
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise ValueError(
+            f"datalist {path}: cannot read its '{data_list_key}' list ({' '.join(str(e).split())}); expected "
+            f'{{"{data_list_key}": [{{"image": ..., "label": ...}}, ...]}}'
+        ) from e
+    if not items:
+        raise ValueError(f"datalist {path}: the '{data_list_key}' list is empty; expected at least one item")
+    for i, item in enumerate(items):
+        where = f"datalist {path}: {data_list_key} item {i}"
+        if not isinstance(item, dict) or "image" not in item or "label" not in item:
+            raise ValueError(f"{where} is {item!r}; expected an object with 'image' and 'label'")
+        if not isinstance(item["image"], str) or not item["image"]:
+            raise ValueError(f"{where} has image {item['image']!r}; expected the path of an image file or folder")
+        if not os.path.exists(item["image"]):
+            raise FileNotFoundError(f"{where} names image {item['image']}, which does not exist")
+        problem = _label_problem(item["label"], num_classes, multi_label)
+        if problem:
+            raise ValueError(f"{where} ({item['image']}) has label {item['label']!r}; {problem}")
+    return items

@@ -351,9 +351,20 @@ def evaluate_rotations(
                 )
             if not images.is_floating_point():
                 images = images.float()
+            if not bool(torch.isfinite(images).all()):
+                raise ValueError(
+                    f"images of batch {len(labels)} hold {int((~torch.isfinite(images)).sum())} NaN or infinite "
+                    "value(s); expected finite intensities"
+                )
             labels.append(torch.as_tensor(y).as_subclass(torch.Tensor).detach().cpu().reshape(images.shape[0], -1))
             for out, spec in zip(logits, transforms, strict=True):
-                out.append(model(spec(images)).detach().float().cpu())
+                try:
+                    out.append(model(spec(images)).detach().float().cpu())
+                except RuntimeError as e:  # torch's layer errors do not say which data or model they are about
+                    raise ValueError(
+                        f"the model failed on images of shape {tuple(images.shape)} ({images.shape[1]} channel(s), "
+                        f"{spatial_dims}D): {' '.join(str(e).split())}"
+                    ) from e
     if not labels:
         raise ValueError("data yielded no batches: nothing to evaluate")
     y_true = torch.cat(labels).numpy()
@@ -633,11 +644,16 @@ def run_rotation_evaluation(
     out_dir = Path(out_dir)
     results, summaries = {}, {}
     for name, model in models.items():
-        rows = evaluate_rotations(
-            model, data, task, spatial_dims, transforms, device=device, progress=progress, batch_size=batch_size
-        )
-        write_csv(rows, out_dir / f"rotation_{name}.csv")
+        try:
+            rows = evaluate_rotations(
+                model, data, task, spatial_dims, transforms, device=device, progress=progress, batch_size=batch_size
+            )
+        except ValueError as e:
+            raise ValueError(f"model {name!r}: {e}") from e
         results[name], summaries[name] = rows, summarize(rows)
+    # Written only once every model is evaluated, so a failure never leaves a report mixing old and new files.
+    for name, rows in results.items():
+        write_csv(rows, out_dir / f"rotation_{name}.csv")
     write_json(
         {"task": task, "spatial_dims": spatial_dims, "interpolation": interpolation, "models": summaries},
         out_dir / "rotation_summary.json",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from monai_sre.inference.dicom_series import DicomSeriesReader, order_series_slices
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
+from monai_sre.inference.engine import ClinicalDataset, PredictionWriter
 from monai_sre.inference.predict import LoadedBundle, file_sha256, load_bundle, predict, predict_with_model
 from monai_sre.inference.results import write_predictions
 from monai_sre.inference.rotations import grid_symmetries, symmetry_spread
@@ -22,6 +23,7 @@ from monai_sre.inference.volumes import (
 )
 
 __all__ = [
+    "ClinicalDataset",
     "ClinicalInput",
     "ClinicalPreprocessingConfig",
     "ConformImaged",
@@ -29,6 +31,7 @@ __all__ = [
     "DicomSeriesReader",
     "LoadedBundle",
     "ModalityIntensityd",
+    "PredictionWriter",
     "ResizeToGridd",
     "clinical_loader",
     "clinical_transforms",

@@ -29,6 +29,8 @@ __all__ = ["is_nifti_path", "read_dicom_header", "is_image_header", "order_serie
 
 # Positions are given in mm with a few decimals; an orientation cosine that differs by more than this is another plane.
 _ORIENTATION_TOLERANCE = 1e-3
+# The elements that hold an image's pixels (integer, float and double-float images).
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Slices closer than this (mm) along the normal are at the same position.
 _SAME_POSITION_MM = 1e-3
 # A gap may exceed the series' slice spacing by this fraction (scanners round positions) before a slice counts as
@@ -65,8 +67,10 @@ def read_dicom_header(path: str | os.PathLike) -> Dataset | None:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return None
-    except (EOFError, KeyError, ValueError, TypeError) as e:  # pydicom's errors for a damaged header
-        raise ValueError(f"{path}: unreadable DICOM header ({e})") from e
+    except OSError:
+        raise
+    except Exception as e:  # pydicom fails on damaged headers with EOFError, KeyError, struct.error, ...
+        raise ValueError(f"{path}: unreadable DICOM header ({' '.join(str(e).split()) or type(e).__name__})") from e
 
 
 def is_image_header(header: Dataset) -> bool:
@@ -232,6 +236,8 @@ class DicomSeriesReader(PydicomReader):
         for f in files:
             ds = pydicom.dcmread(f, **read_kwargs)
             if is_image_header(ds):  # a DICOMDIR or report beside the slices is not part of the volume
+                if not any(tag in ds for tag in _PIXEL_DATA_KEYWORDS):
+                    raise ValueError(f"{f}: the image has no pixel data (no PixelData element); expected an image file")
                 datasets.append(ds)
                 names.append(f)
         if not datasets:
@@ -277,8 +283,23 @@ class DicomSeriesReader(PydicomReader):
             if not isinstance(data, list):
                 # A lone image (a radiograph, a photo) often has no patient geometry; 2D models do not need it.
                 warnings.filterwarnings("ignore", message="PydicomReader: ImageOrientationPatient")
-            array, meta = super().get_data(data)
-        first = data[0] if isinstance(data, list) else data
+            first = data[0] if isinstance(data, list) else data
+            try:
+                array, meta = super().get_data(data)
+            except (ValueError, NotImplementedError, RuntimeError, AttributeError, KeyError) as e:
+                # pydicom's decoders report the codec's view ("unexpected tag ... Basic Offset Table"), not the file's
+                syntax = getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", None)
+                if syntax is None:
+                    stored = "(no transfer syntax given)"
+                elif syntax.name == str(syntax):  # pydicom names the syntaxes it knows
+                    stored = f"{syntax}, unknown to pydicom"
+                else:
+                    stored = f"{syntax.name} ({syntax})"
+                raise ValueError(
+                    f"{getattr(first, 'filename', 'DICOM data')}: cannot decode its pixel data "
+                    f"({' '.join(str(e).split())}); expected complete pixel data encoded as its transfer syntax "
+                    f"says: {stored}"
+                ) from e
         if int(first.get("SamplesPerPixel", 1) or 1) > 1 and array.ndim == 3 and not isinstance(data, list):
             # PydicomReader counts the colour samples of an RGB image as a spatial axis; they are channels.
             meta["original_channel_dim"] = -1

@@ -115,7 +115,14 @@ def _preprocessing_settings(metadata: Mapping[str, Any], parser: ConfigParser) -
 
 
 def _state_dict(checkpoint: Path) -> Mapping[str, torch.Tensor]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch names neither the file nor the cause of a damaged one ("101", "central directory")
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"checkpoint {checkpoint} is not a readable PyTorch checkpoint (truncated, corrupt, or not written by "
+            f"torch.save with tensors only): {type(e).__name__}: {reason}"
+        ) from e
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     if not isinstance(state, Mapping):
@@ -172,7 +179,8 @@ def load_bundle(
     try:
         network.load_state_dict(_state_dict(ckpt))
     except RuntimeError as e:  # missing/unexpected keys or shape mismatches
-        raise ValueError(f"checkpoint {ckpt} does not fit the network of bundle {bundle}: {e}") from e
+        reason = " ".join(str(e).split())  # torch gives one line per tensor
+        raise ValueError(f"checkpoint {ckpt} does not fit the network of bundle {bundle}: {reason}") from e
     network.eval()
     return LoadedBundle(
         name=str(metadata.get("name") or bundle.resolve().name),
@@ -186,10 +194,16 @@ def load_bundle(
     )
 
 
-def _reason(error: BaseException, path: str) -> str:
-    """One line naming the input and what went wrong, without MONAI's 'applying transform' wrappers."""
+def _unwrap(error: BaseException) -> BaseException:
+    """The exception inside MONAI's 'applying transform' wrappers."""
     while isinstance(error, RuntimeError) and str(error).startswith("applying transform") and error.__cause__:
         error = error.__cause__
+    return error
+
+
+def _reason(error: BaseException, path: str) -> str:
+    """One line naming the input and what went wrong, without MONAI's 'applying transform' wrappers."""
+    error = _unwrap(error)
     message = " ".join(str(error).split()) or type(error).__name__
     if not isinstance(error, (ValueError, OSError)):
         message = f"{type(error).__name__}: {message}"
@@ -303,7 +317,17 @@ def predict_with_model(
             continue
         try:
             start = time.perf_counter()
-            data = loader({"image": item.image})
+            try:
+                data = loader({"image": item.image})
+            except Exception as e:
+                cause = _unwrap(e)
+                if isinstance(cause, (ValueError, OSError)):
+                    raise
+                # Readers fail on damaged files with whatever their decoder meets (TypeError, struct.error, ...).
+                raise ValueError(
+                    f"{item.path}: cannot read the image ({type(cause).__name__}: {' '.join(str(cause).split())}); "
+                    "expected a readable NIfTI or DICOM image"
+                ) from e
             loaded = time.perf_counter()
             row.update(_original_geometry(data["image"]))
             if device.type != "cpu":  # resampling a clinical volume is the costly step: run it where the model runs

@@ -67,8 +67,11 @@ def write_predictions(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise ValueError(f"output {path}: the file name must end in .csv or .json, got {path.suffix or 'no suffix'!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # e.g. "[Errno 17] File exists" for a parent that is a file: say which output and why
+        raise OSError(e.errno, f"output {path}: cannot create a file in {path.parent} ({e.strerror or e})") from e
     try:
         with os.fdopen(fd, "w", newline="" if suffix == ".csv" else None, encoding="utf-8") as f:
             if suffix == ".csv":

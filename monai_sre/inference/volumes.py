@@ -57,12 +57,16 @@ __all__ = [
     "ModalityIntensityd",
     "CropRoid",
     "ResizeToGridd",
+    "SpacingGuardd",
 ]
 
 _SIZE_MODES = ("fit", "resize", "crop")
 _ROI_UNITS = ("mm", "voxel")
 # ITU-R BT.601 luma weights: colour to grey the way displays do.
 _LUMA = (0.299, 0.587, 0.114)
+#: Most voxels resampling may produce (512³): more means a damaged spacing in the header, or a region too large for a
+#: 28-64 voxel model input; refusing it beats allocating gigabytes.
+MAX_RESAMPLED_VOXELS = 512**3
 
 
 def _floats(value: Any, name: str, length: int | None = None) -> tuple[float, ...]:
@@ -237,6 +241,8 @@ class ConformImaged(MapTransform):
 
     def _conform(self, img: torch.Tensor) -> torch.Tensor:
         name = _filename(img)
+        if img.numel() == 0:  # readers squeeze a zero-length axis away, so no later shape check would say why
+            raise ValueError(f"{name}: the image has no voxels (a zero-length axis); expected a non-empty image")
         values = img.as_tensor() if isinstance(img, MetaTensor) else img
         bad = 0 if bool(torch.isfinite(values).all()) else int((~torch.isfinite(values)).sum())
         if bad:
@@ -394,6 +400,59 @@ class CropRoid(MapTransform):
         return d
 
 
+class SpacingGuardd(MapTransform):
+    """Refuse an image whose voxel spacing is not positive and finite, or that resampling would make too large.
+
+    A damaged header (NIfTI ``pixdim``, DICOM ``PixelSpacing``) can ask ``Spacingd`` for billions of voxels; this
+    check runs just before it and names the file instead.
+
+    Args:
+        keys: keys of the images.
+        pixdim: the spacing ``Spacingd`` resamples to, one value or one per axis (mm).
+        max_voxels: the most voxels the resampled image may have.
+        allow_missing_keys: do not raise for a missing key.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        pixdim: float | Sequence[float],
+        max_voxels: int = MAX_RESAMPLED_VOXELS,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.pixdim = np.atleast_1d(np.asarray(pixdim, dtype=float))
+        self.max_voxels = int(max_voxels)
+
+    def _check(self, img: torch.Tensor) -> None:
+        name, sd = _filename(img), img.ndim - 1
+        affine = to_affine_nd(sd, np.asarray(img.affine if isinstance(img, MetaTensor) else np.eye(4), dtype=float))
+        spacing = np.asarray(affine_to_spacing(affine, r=sd, dtype=float))
+        if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+            raise ValueError(
+                f"{name}: voxel spacing {spacing.tolist()} mm is not positive and finite; the header's geometry "
+                "(pixdim, PixelSpacing, orientation) is damaged"
+            )
+        target = np.broadcast_to(self.pixdim, (sd,))
+        with np.errstate(over="ignore"):  # an absurd spacing may overflow to inf, which the test below refuses
+            shape = np.ceil(np.asarray(img.shape[1:], dtype=float) * spacing / target)
+            too_many = float(np.prod(shape)) > self.max_voxels
+        if too_many:
+            raise ValueError(
+                f"{name}: resampling {list(img.shape[1:])} voxels of {[float(f'{s:.4g}') for s in spacing]} mm to "
+                f"{target.tolist()} mm would give {' x '.join(f'{s:.0f}' for s in shape)} voxels, more than "
+                f"{self.max_voxels}; "
+                "expected a plausible voxel spacing (a damaged header?), or choose a region of interest or a "
+                "coarser spacing"
+            )
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self._check(d[key])
+        return d
+
+
 class ResizeToGridd(MapTransform):
     """Bring an image to ``image_size`` voxels per axis: fit (keep proportions, pad), resize (stretch) or crop.
 
@@ -507,6 +566,7 @@ def clinical_transforms(
     if config.roi_center is not None and config.roi_size is not None:
         transforms.append(CropRoid(keys, config.roi_center, config.roi_size, config.roi_units))
     if config.spacing is not None:
+        transforms.append(SpacingGuardd(keys, pixdim=config.spacing))
         transforms.append(Spacingd(keys, pixdim=config.spacing, mode="bilinear", padding_mode="border"))
     transforms.append(
         ModalityIntensityd(keys, modality=config.modality, hu_window=config.hu_window, percentiles=config.percentiles)

@@ -6,7 +6,13 @@
 
 from __future__ import annotations
 
-from monai_sre.networks.classifier import MODEL_TYPES, checkpoint_name, load_trained_classifiers, medmnist_classifier
+from monai_sre.networks.classifier import (
+    MODEL_TYPES,
+    check_checkpoint,
+    checkpoint_name,
+    load_trained_classifiers,
+    medmnist_classifier,
+)
 from monai_sre.networks.sre_resnet import (
     SREResNet,
     SREResNetBlock,
@@ -23,6 +29,7 @@ from monai_sre.networks.sre_resnet import (
 
 __all__ = [
     "MODEL_TYPES",
+    "check_checkpoint",
     "checkpoint_name",
     "load_trained_classifiers",
     "medmnist_classifier",

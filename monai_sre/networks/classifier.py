@@ -21,7 +21,14 @@ from torch import nn
 
 from monai_sre.networks import sre_resnet
 
-__all__ = ["MODEL_TYPES", "ARCHS", "medmnist_classifier", "checkpoint_name", "load_trained_classifiers"]
+__all__ = [
+    "MODEL_TYPES",
+    "ARCHS",
+    "medmnist_classifier",
+    "checkpoint_name",
+    "check_checkpoint",
+    "load_trained_classifiers",
+]
 
 #: ``model_type`` values: the SRE network or MONAI's dense ResNet baseline.
 MODEL_TYPES = ("sre", "resnet")
@@ -124,3 +131,56 @@ def load_trained_classifiers(
         names = ", ".join(checkpoint_name(m) for m in MODEL_TYPES)
         raise FileNotFoundError(f"no trained checkpoint ({names}) in {ckpt_dir}; run the bundle's training first.")
     return found
+
+
+def check_checkpoint(path: str | os.PathLike, network: nn.Module, key: str = "model") -> Path:
+    """Check that ``path`` holds weights that fit ``network``, before a run resumes from it.
+
+    Loading a checkpoint of another architecture (another ``widen_factor``, ``kernel_size``, flag) fails inside
+    ``load_state_dict`` with one line per tensor and without the file's name; this names the file and the first
+    differences on one line. ``network`` is not modified.
+
+    Args:
+        path: a ``torch.save`` file holding a state dict, flat or under ``key`` (as the bundles' checkpoints do).
+        network: the network the weights are for; a ``DistributedDataParallel`` wrapper is looked through.
+        key: where a full training checkpoint keeps the network's weights.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileNotFoundError: when there is no such file.
+        ValueError: when the file is not a readable ``weights_only`` checkpoint, holds no state dict, or its tensor
+            names and shapes differ from the network's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's message names neither the file nor the likely cause
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"checkpoint {path} is not a readable PyTorch checkpoint (damaged?): {reason}") from e
+    if isinstance(state, dict) and isinstance(state.get(key), dict):
+        state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path} holds no state dict (flat or under {key!r}); expected network weights")
+    expected = {k: tuple(v.shape) for k, v in getattr(network, "module", network).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    resized = [k for k in expected if k in found and found[k] != expected[k]]
+    if not (missing or unexpected or resized):
+        return path
+    parts = []
+    if resized:
+        k = resized[0]
+        parts.append(f"{len(resized)} tensor(s) of other shapes (e.g. {k}: {found[k]} in the file, {expected[k]} here)")
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
+    raise ValueError(
+        f"checkpoint {path} does not fit the {type(getattr(network, 'module', network)).__name__} of this "
+        f"configuration: {'; '.join(parts)}; expected a checkpoint of the same architecture and settings"
+    )

@@ -236,11 +236,14 @@ def test_torchscript_save_load_gives_identical_outputs(shortcut_type, no_max_poo
                        shortcut_type=shortcut_type, no_max_pool=no_max_pool, conv1_t_stride=2).eval()
     x = torch.randn(2, 1, 33, 33)
     buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(net), buffer)
+    scripted = torch.jit.script(net)
+    torch.jit.save(scripted, buffer)
     buffer.seek(0)
     loaded = torch.jit.load(buffer)
     with torch.no_grad():
-        assert torch.equal(loaded(x), net(x))
+        assert torch.equal(loaded(x), scripted(x))  # save/load changes nothing
+        # scripted SRE layers run plain convolutions; eager mode may take the ring-decomposed path (same maths)
+        torch.testing.assert_close(loaded(x), net(x), rtol=1e-5, atol=1e-6)
         with pytest.raises(Exception, match=r"too small"):
             loaded(torch.randn(1, 1, 8, 8))
 

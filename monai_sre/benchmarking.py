@@ -1,0 +1,642 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Side-by-side speed and memory of SRE layers and networks against dense convolutions and the public SRE code.
+
+Two suites, both printing Markdown tables with ratios:
+
+- layers: the conv layers of SRE-ResNet-18's four stages (2D: 64ch@32^2, 128@16^2, 256@8^2, 512@4^2 with
+  ``k = 9, 9, 5, 5``, batch 32; 3D: ``k = 5`` at 32^3 ... 4^3, batch 4), forward+backward and inference time of
+  :class:`~monai_sre.layers.SREConv` (its automatic path, and the dense path) beside ``torch.nn.Conv`` with the same
+  kernel, a 3x3 ``torch.nn.Conv`` and sre-conv 1.0.2's ``SRE_Conv``;
+- networks: training-step and inference throughput and peak training memory of ``sre_resnet18`` against sre-conv
+  1.0.2, gmr-conv 1.0.3 and MONAI's ``resnet18``. Every network runs in its own worker process, so that its peak
+  memory is measured alone (peak resident set size minus the size before the first step on CPU; peak allocated
+  memory on CUDA), while the driver interleaves the workers' timed steps round by round.
+
+Timing: one warm-up step, then rounds that run every contestant once each, interleaved; the median over rounds is
+reported, since other processes sharing the CPU slow some rounds down. Contestants whose warm-up step exceeds
+``slow_seconds`` get one timed round (the relative noise of such long steps is small).
+
+The baselines need ``pip install "monai-sre[bench]"`` (sre-conv, gmr-conv, torchio, torchvision).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from monai_sre.layers.sre_conv import SREConv
+from monai_sre.networks import sre_resnet18
+
+__all__ = [
+    "LAYER_SHAPES",
+    "LAYER_BATCH",
+    "NetworkCase",
+    "NETWORK_CASES",
+    "build_network",
+    "benchmark_layers",
+    "benchmark_networks",
+    "layers_markdown",
+    "networks_markdown",
+    "machine_summary",
+    "run_benchmarks",
+]
+
+#: ``(channels, spatial size, kernel size)`` of the conv layers of SRE-ResNet-18's four stages.
+LAYER_SHAPES: dict[int, list[tuple[int, int, int]]] = {
+    2: [(64, 32, 9), (128, 16, 9), (256, 8, 5), (512, 4, 5)],
+    3: [(64, 32, 5), (128, 16, 5), (256, 8, 5), (512, 4, 5)],
+}
+#: Batch size of the layer suite, as in the network suite.
+LAYER_BATCH: dict[int, int] = {2: 32, 3: 4}
+
+_BASELINE_HINT = 'install the baselines with `pip install "monai-sre[bench]"` (sre-conv 1.0.2, gmr-conv 1.0.3)'
+
+
+@dataclass(frozen=True)
+class NetworkCase:
+    """One network comparison: an input configuration and the models that run on it.
+
+    Attributes:
+        name: label of the case in the report.
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        size: image side length.
+        batch: batch size.
+        num_classes: outputs of the classifier.
+        models: keys of :func:`build_network`; the first is the reference of the ratios.
+        widen_factor: channel multiplier of the monai_sre and MONAI networks (the baselines have none; tests use
+            small values to stay fast).
+    """
+
+    name: str
+    spatial_dims: int
+    in_channels: int
+    size: int
+    batch: int
+    num_classes: int
+    models: tuple[str, ...]
+    widen_factor: float = 1.0
+
+
+#: The comparisons of the SRE-ResNet-18 speed issue.
+NETWORK_CASES: tuple[NetworkCase, ...] = (
+    NetworkCase("2D 3x32x32, batch 32", 2, 3, 32, 32, 9, ("monai_sre", "sre-conv", "gmr-conv", "monai")),
+    NetworkCase("3D 1x32^3, batch 4", 3, 1, 32, 4, 11, ("monai_sre", "sre-conv", "monai")),
+    NetworkCase("3D 1x28^3, batch 4", 3, 1, 28, 4, 11, ("monai_sre", "sre-conv", "monai")),
+)
+
+_MODEL_LABELS = {
+    "monai_sre": "monai_sre sre_resnet18",
+    "sre-conv": "sre-conv 1.0.2",
+    "gmr-conv": "gmr-conv 1.0.3 gmr_resnet18",
+    "monai": "MONAI resnet18",
+}
+
+
+def build_network(
+    model: str, spatial_dims: int, in_channels: int, num_classes: int, widen_factor: float = 1.0
+) -> nn.Module:
+    """Build one network of the comparison in the configuration of the speed issue.
+
+    - ``"monai_sre"``: :func:`~monai_sre.networks.sre_resnet18` with its MedMNIST defaults (2D kernels
+      ``[9, 9, 5, 5]``, 3D kernel 5, 5-voxel stem at stride 1, no max-pool);
+    - ``"sre-conv"``: sre-conv 1.0.2, ``sre_resnet18(sre_conv_size=[9, 9, 5, 5], skip_first_maxpool=True)`` (its
+      README's 2D setting: 5x5 SRE stem at stride 1) or ``sre_r3d_18(sre_conv_size=5)`` in 3D;
+    - ``"gmr-conv"``: gmr-conv 1.0.3, ``gmr_resnet18(gmr_conv_size=[9, 9, 5, 5], skip_first_maxpool=True)`` (2D);
+    - ``"monai"``: MONAI ``resnet18`` with a stride-1 stem and no max-pool: ``conv1_t_size=3`` in 2D (the MedMNIST
+      protocol), 5 in 3D (the stem of ``sre_resnet18``).
+
+    Args:
+        model: one of ``"monai_sre"``, ``"sre-conv"``, ``"gmr-conv"``, ``"monai"``.
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        num_classes: outputs of the classifier.
+        widen_factor: channel multiplier (monai_sre and MONAI only).
+
+    Returns:
+        the network (on CPU, in training mode).
+
+    Raises:
+        ValueError: for an unknown model, or a configuration the model does not support.
+        ImportError: when a baseline package is not installed.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+    if model == "monai_sre":
+        return sre_resnet18(
+            spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes, widen_factor=widen_factor
+        )
+    if model == "monai":
+        from monai.networks.nets import resnet18
+
+        return resnet18(
+            spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes,
+            conv1_t_size=3 if spatial_dims == 2 else 5, conv1_t_stride=1, no_max_pool=True, widen_factor=widen_factor,
+        )  # fmt: skip
+    if model not in ("sre-conv", "gmr-conv"):
+        raise ValueError(f"model must be one of {sorted(_MODEL_LABELS)}, got {model!r}.")
+    if widen_factor != 1.0:
+        raise ValueError(f"{model} has no widen_factor; got widen_factor={widen_factor}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # both packages warn about torchvision internals on import
+            if model == "sre-conv" and spatial_dims == 2:
+                if in_channels != 3:
+                    raise ValueError(f"sre-conv 1.0.2's sre_resnet18 takes 3 input channels, got {in_channels}.")
+                from SRE_Conv import sre_resnet18 as public_sre_resnet18
+
+                return public_sre_resnet18(num_classes=num_classes, sre_conv_size=[9, 9, 5, 5], skip_first_maxpool=True)
+            if model == "sre-conv":
+                from SRE_Conv.sre_resnet_3d import sre_r3d_18
+
+                return sre_r3d_18(sre_conv_size=5, in_channels=in_channels, num_classes=num_classes)
+            if spatial_dims != 2:
+                raise ValueError("gmr-conv 1.0.3 is compared in 2D only.")
+            from GMR_Conv import gmr_resnet18
+
+            return gmr_resnet18(
+                num_classes=num_classes, gmr_conv_size=[9, 9, 5, 5], skip_first_maxpool=True, in_channels=in_channels
+            )
+    except ModuleNotFoundError as e:
+        raise ImportError(f"{model} is not installed ({e}); {_BASELINE_HINT}.") from e
+
+
+# ------------------------------------------------------------------------------------------------------ timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -------------------------------------------------------------------------------------------------- layer suite
+def _layer_contestants(spatial_dims: int, channels: int, kernel: int) -> dict[str, Callable[[], nn.Module]]:
+    conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
+
+    def public_sre() -> nn.Module:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from SRE_Conv import SRE_Conv2d, SRE_Conv3d
+        except ModuleNotFoundError as e:
+            raise ImportError(f"sre-conv is not installed ({e}); {_BASELINE_HINT}.") from e
+        return (SRE_Conv2d, SRE_Conv3d)[spatial_dims - 2](channels, channels, kernel, padding=kernel // 2, bias=False)
+
+    return {
+        "SREConv": lambda: SREConv(spatial_dims, channels, channels, kernel, bias=False),
+        "SREConv dense": lambda: SREConv(spatial_dims, channels, channels, kernel, bias=False, path="dense"),
+        f"nn.Conv {kernel}": lambda: conv(channels, channels, kernel, padding=kernel // 2, bias=False),
+        "nn.Conv 3": lambda: conv(channels, channels, 3, padding=1, bias=False),
+        "sre-conv 1.0.2": public_sre,
+    }
+
+
+def benchmark_layers(
+    spatial_dims: Sequence[int] = (2, 3),
+    repeats: int = 5,
+    device: str | torch.device = "cpu",
+    shapes: dict[int, list[tuple[int, int, int]]] | None = None,
+    batch: dict[int, int] | None = None,
+    slow_seconds: float = 20.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time forward+backward and inference of SREConv beside dense convolutions and sre-conv 1.0.2's layer.
+
+    Args:
+        spatial_dims: which dimensionalities to run (2 and/or 3).
+        repeats: timed rounds per layer shape (the median is reported).
+        device: torch device.
+        shapes: ``{dims: [(channels, size, kernel), ...]}``; default :data:`LAYER_SHAPES`.
+        batch: ``{dims: batch size}``; default :data:`LAYER_BATCH`.
+        slow_seconds: contestants whose warm-up forward+backward takes longer get one timed round.
+        progress: called with a line of text after each shape (e.g. ``print``).
+
+    Returns:
+        one row per shape: ``dims, channels, size, kernel, batch, path`` (the path SREConv's automatic choice
+        runs), ``train_ms`` and ``infer_ms`` (``{contestant: median ms}``) and ``rounds``.
+
+    Raises:
+        ValueError: for ``repeats < 1`` or an unsupported dimensionality.
+        ImportError: when sre-conv is not installed.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    device = torch.device(device)
+    shapes = LAYER_SHAPES if shapes is None else shapes
+    batch = LAYER_BATCH if batch is None else batch
+    rows = []
+    for dims in spatial_dims:
+        if dims not in shapes:
+            raise ValueError(f"spatial_dims must be among {sorted(shapes)}, got {dims}.")
+        for channels, size, kernel in shapes[dims]:
+            torch.manual_seed(0)
+            modules = {name: make().to(device) for name, make in _layer_contestants(dims, channels, kernel).items()}
+            x = torch.randn((batch[dims], channels) + (size,) * dims, device=device, requires_grad=True)
+
+            def train(m: nn.Module) -> None:
+                m(x).sum().backward()
+
+            def infer(m: nn.Module) -> None:
+                with torch.no_grad():
+                    m(x)
+
+            train_times: dict[str, list[float]] = {name: [] for name in modules}
+            infer_times: dict[str, list[float]] = {name: [] for name in modules}
+            slow = set()
+            for r in range(-1, repeats):  # round -1 warms up: allocator, oneDNN primitives, caches
+                for name, m in modules.items():
+                    if r > 0 and name in slow:
+                        continue
+                    # Mode switches stay untimed: sre-conv 1.0.2 rebuilds its dense kernel cache in eval().
+                    m.train()
+                    seconds = _timed(lambda: train(m), device)
+                    m.eval()
+                    infer_seconds = _timed(lambda: infer(m), device)
+                    m.zero_grad(set_to_none=True)
+                    x.grad = None
+                    if r < 0:
+                        if seconds > slow_seconds:
+                            slow.add(name)
+                        continue
+                    train_times[name].append(seconds)
+                    infer_times[name].append(infer_seconds)
+            row = {
+                "dims": dims, "channels": channels, "size": size, "kernel": kernel, "batch": batch[dims],
+                "path": "decomposed" if modules["SREConv"].use_decomposed() else "dense",
+                "train_ms": {n: 1000 * _median(t) for n, t in train_times.items()},
+                "infer_ms": {n: 1000 * _median(t) for n, t in infer_times.items()},
+                "rounds": {n: len(t) for n, t in train_times.items()},
+            }  # fmt: skip
+            rows.append(row)
+            if progress is not None:
+                progress(f"layer {dims}D {channels}ch@{size}, k={kernel}: done")
+    return rows
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}x" if denominator > 0 else "n/a"
+
+
+def layers_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown tables (training, then inference) of :func:`benchmark_layers` rows, with ratios to SREConv.
+
+    Args:
+        rows: the output of :func:`benchmark_layers`.
+
+    Returns:
+        the tables; a ratio ``r`` in column "X / SREConv" means SREConv is ``r`` times faster than X.
+    """
+    out = []
+    for key, title in (("train_ms", "forward+backward"), ("infer_ms", "inference (eval, no grad)")):
+        out.append(f"Layer {title}, median ms (ratio = other / SREConv, > 1 means SREConv is faster):\n")
+        out.append("| layer | batch | SREConv path | SREConv | SREConv dense | nn.Conv kxk | nn.Conv 3x3 | sre-conv 1.0.2 "
+                   "| sre-conv 1.0.2 / SREConv | nn.Conv kxk / SREConv | nn.Conv 3x3 / SREConv |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for row in rows:
+            t = row[key]
+            same = t[f"nn.Conv {row['kernel']}"]
+            layer = f"{row['dims']}D {row['channels']}ch@{row['size']}^{row['dims']}, k={row['kernel']}"
+            out.append(
+                f"| {layer} | {row['batch']} | {row['path']} | {t['SREConv']:.1f} | {t['SREConv dense']:.1f} "
+                f"| {same:.1f} | {t['nn.Conv 3']:.1f} | {t['sre-conv 1.0.2']:.1f} "
+                f"| {_ratio(t['sre-conv 1.0.2'], t['SREConv'])} | {_ratio(same, t['SREConv'])} "
+                f"| {_ratio(t['nn.Conv 3'], t['SREConv'])} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------ network suite
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # no procfs: the peak so far is the closest available baseline
+        return _peak_resident_bytes()
+
+
+def _peak_resident_bytes() -> int:
+    # VmHWM is this address space's high-water mark; ru_maxrss would keep the parent's size across fork and exec.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _worker_main() -> None:
+    """Worker process: build one network from the JSON spec in ``argv[1]`` and answer the driver's commands read from
+    stdin (``train``, ``infer``, ``memory``, ``stop``), one JSON line per answer on stdout."""
+
+    def answer(status: str, value: Any) -> None:
+        sys.stdout.write(json.dumps([status, value]) + "\n")
+        sys.stdout.flush()
+
+    try:
+        spec = json.loads(sys.argv[1])
+        case = spec["case"]
+        torch.set_num_threads(spec["threads"])
+        dev = torch.device(spec["device"])
+        torch.manual_seed(0)
+        net = build_network(spec["model"], case["spatial_dims"], case["in_channels"], case["num_classes"],
+                            case["widen_factor"]).to(dev)  # fmt: skip
+        x = torch.randn((case["batch"], case["in_channels"]) + (case["size"],) * case["spatial_dims"], device=dev)
+        y = torch.randint(0, case["num_classes"], (case["batch"],), device=dev)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def train() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(net(x), y).backward()
+            optimizer.step()
+
+        def infer() -> None:
+            with torch.no_grad():
+                net(x)
+
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            baseline = torch.cuda.memory_allocated(dev)
+        else:
+            baseline = _resident_bytes()
+        answer("ok", sum(p.numel() for p in net.parameters()))
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "train":
+                net.train()
+                answer("ok", _timed(train, dev))
+            elif command == "infer":
+                net.eval()
+                answer("ok", _timed(infer, dev))
+            elif command == "memory":
+                peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _peak_resident_bytes()
+                answer("ok", max(peak - baseline, 0))
+            else:
+                break
+    except Exception as e:  # reported by the driver with the model's name
+        answer("error", f"{type(e).__name__}: {e}")
+
+
+class _Worker:
+    """Driver side of one worker process (a fresh interpreter, so that its peak memory is its network's alone)."""
+
+    def __init__(self, model: str, case: NetworkCase, device: str, threads: int) -> None:
+        self.model = model
+        spec = json.dumps({"model": model, "case": asdict(case), "device": device, "threads": threads})
+        env = dict(os.environ)
+        # The worker must import this very package, also when it is used from a source checkout.
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        code = "from monai_sre.benchmarking import _worker_main; _worker_main()"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def ask(self, command: str | None) -> Any:
+        """Send ``command`` (None: only read the start-up answer) and return the worker's answer."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        if command is not None:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"benchmark worker for {self.model!r} exited with code {self.process.wait()} (see its error output)"
+            )
+        status, value = json.loads(line)
+        if status == "error":
+            raise RuntimeError(f"benchmark worker for {self.model!r} failed: {value}")
+        return value
+
+    def stop(self) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write("stop\n")
+            self.process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class _NetworkResult:
+    model: str
+    parameters: int
+    train_s: list[float] = field(default_factory=list)
+    infer_s: list[float] = field(default_factory=list)
+    peak_bytes: int = 0
+
+
+def benchmark_networks(
+    cases: Sequence[NetworkCase] | None = None,
+    repeats: int = 3,
+    device: str | torch.device = "cpu",
+    slow_seconds: float = 20.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Training-step and inference throughput and peak training memory of the networks of each case.
+
+    Each network lives in its own worker process (a fresh interpreter), so its memory is measured alone; the driver runs one
+    warm-up training step and inference per worker, then ``repeats`` rounds that interleave the workers (a training
+    step and an inference each), then asks every worker for its peak memory. A training step is SGD (momentum 0.9)
+    on a cross-entropy loss of a random batch.
+
+    Args:
+        cases: the comparisons; None runs :data:`NETWORK_CASES`.
+        repeats: timed rounds (the median is reported).
+        device: torch device (``"cpu"``, ``"cuda"``, ...).
+        slow_seconds: networks whose warm-up training step takes longer get one timed round.
+        progress: called with a line of text after each case (e.g. ``print``).
+
+    Returns:
+        one row per case and model: ``case, model, label, parameters, batch, train_ms, infer_ms, train_ips,
+        infer_ips`` (images per second), ``peak_mb`` and ``rounds``.
+
+    Raises:
+        ValueError: for ``repeats < 1``.
+        RuntimeError: when a worker fails (the message names the model and the error).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    device = str(torch.device(device))
+    threads = torch.get_num_threads()
+    rows = []
+    for case in NETWORK_CASES if cases is None else cases:
+        workers = [_Worker(model, case, device, threads) for model in case.models]
+        try:
+            results = [_NetworkResult(w.model, w.ask(None)) for w in workers]
+            slow = set()
+            for w in workers:
+                if w.ask("train") > slow_seconds:
+                    slow.add(w.model)
+                w.ask("infer")
+            for r in range(repeats):
+                for w, res in zip(workers, results):
+                    if r > 0 and w.model in slow:
+                        continue
+                    res.train_s.append(w.ask("train"))
+                    res.infer_s.append(w.ask("infer"))
+            for w, res in zip(workers, results):
+                res.peak_bytes = w.ask("memory")
+        finally:
+            for w in workers:
+                w.stop()
+        for res in results:
+            train, infer = _median(res.train_s), _median(res.infer_s)
+            rows.append({
+                "case": case.name, "model": res.model, "label": _MODEL_LABELS[res.model],
+                "parameters": res.parameters, "batch": case.batch,
+                "train_ms": 1000 * train, "infer_ms": 1000 * infer,
+                "train_ips": case.batch / train, "infer_ips": case.batch / infer,
+                "peak_mb": res.peak_bytes / 2**20, "rounds": len(res.train_s),
+            })  # fmt: skip
+        if progress is not None:
+            progress(f"networks {case.name}: done")
+    return rows
+
+
+def networks_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table per case of :func:`benchmark_networks` rows, with ratios to the case's first model.
+
+    Args:
+        rows: the output of :func:`benchmark_networks`.
+
+    Returns:
+        the tables; "speed-up" is the reference model's throughput divided by this model's (> 1: the reference is
+        faster), "memory" this model's peak over the reference's.
+    """
+    out = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        group = [r for r in rows if r["case"] == case]
+        ref = group[0]
+        out.append(f"{case}; reference: {ref['label']}\n")
+        out.append("| model | params | train step ms | train img/s | reference train speed-up | inference ms "
+                   "| inference img/s | reference inference speed-up | peak train MB | reference memory / this "
+                   "| rounds |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in group:
+            out.append(
+                f"| {r['label']} | {r['parameters'] / 1e6:.2f}M | {r['train_ms']:.0f} | {r['train_ips']:.1f} "
+                f"| {_ratio(ref['train_ips'], r['train_ips'])} | {r['infer_ms']:.0f} | {r['infer_ips']:.1f} "
+                f"| {_ratio(ref['infer_ips'], r['infer_ips'])} | {r['peak_mb']:.0f} "
+                f"| {_ratio(ref['peak_mb'], r['peak_mb'])} | {r['rounds']} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def machine_summary(device: str | torch.device = "cpu") -> str:
+    """One line naming the machine, the library versions and the thread count, for the benchmark records.
+
+    Args:
+        device: the device the benchmark ran on.
+
+    Returns:
+        the summary line.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+            hardware = names[0] if names else hardware
+        except OSError:
+            pass
+    versions = []
+    for package in ("torch", "monai", "sre-conv", "gmr-conv"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return (
+        f"{datetime.date.today().isoformat()}; {hardware}, {os.cpu_count()} logical CPUs, "
+        f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+        f"device {device}; {', '.join(versions)}"
+    )
+
+
+def run_benchmarks(
+    suite: str = "all",
+    spatial_dims: Sequence[int] = (2, 3),
+    repeats: int | None = None,
+    device: str | torch.device = "cpu",
+    command: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Run the layer and/or network suite and format one Markdown report.
+
+    Args:
+        suite: ``"layers"``, ``"networks"`` or ``"all"``.
+        spatial_dims: dimensionalities to run (layer shapes and network cases of these dims).
+        repeats: timed rounds; None uses 5 for layers and 3 for networks.
+        device: torch device.
+        command: the command line that produced the report, recorded in it.
+        progress: called with a line of text as the suites advance (e.g. ``print`` to stderr).
+
+    Returns:
+        the Markdown report and the raw rows (``{"machine", "command", "layers", "networks"}``).
+
+    Raises:
+        ValueError: for an unknown suite or dimensionality, or ``repeats < 1``.
+    """
+    if suite not in ("layers", "networks", "all"):
+        raise ValueError(f"suite must be 'layers', 'networks' or 'all', got {suite!r}.")
+    for dims in spatial_dims:
+        if dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 and/or 3, got {list(spatial_dims)}.")
+    machine = machine_summary(device)
+    raw: dict[str, Any] = {"machine": machine, "command": command, "layers": [], "networks": []}
+    parts = [f"Machine: {machine}", ""]
+    if command:
+        parts[1:1] = [f"Command: `{command}`"]
+    if suite in ("layers", "all"):
+        raw["layers"] = benchmark_layers(
+            spatial_dims, repeats=5 if repeats is None else repeats, device=device, progress=progress
+        )
+        parts.append(layers_markdown(raw["layers"]))
+    if suite in ("networks", "all"):
+        cases = [c for c in NETWORK_CASES if c.spatial_dims in spatial_dims]
+        raw["networks"] = benchmark_networks(
+            cases, repeats=3 if repeats is None else repeats, device=device, progress=progress
+        )
+        parts.append(networks_markdown(raw["networks"]))
+    return "\n".join(parts), raw

@@ -1,0 +1,153 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The benchmark suites on tiny shapes: what they measure, how they report it, and how they fail."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+import monai_sre.benchmarking as bench
+from monai_sre.cli import main
+from monai_sre.layers.sre_conv import SREConv
+
+_TINY_SHAPES = {2: [(8, 8, 9), (16, 4, 5)], 3: [(4, 6, 5)]}
+_TINY_BATCH = {2: 2, 3: 1}
+
+
+@pytest.mark.parametrize(
+    "model,dims,in_channels",
+    [("monai_sre", 2, 3), ("monai", 2, 1), ("sre-conv", 2, 3), ("gmr-conv", 2, 3), ("monai_sre", 3, 1),
+     ("monai", 3, 1), ("sre-conv", 3, 1)],
+)  # fmt: skip
+def test_build_network_gives_logits(model, dims, in_channels):
+    net = bench.build_network(model, dims, in_channels, 5, widen_factor=0.125 if model in ("monai_sre", "monai") else 1)
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, in_channels, *([8] * dims))).shape == (2, 5)
+
+
+def test_build_network_configuration_of_the_issue():
+    # 2D: kernels [9, 9, 5, 5] and a 5x5 stem at stride 1 for every SRE network; MONAI keeps its 3x3 stem.
+    ours = bench.build_network("monai_sre", 2, 3, 9)
+    assert [m.kernel_size[0] for m in ours.modules() if isinstance(m, SREConv)][:6] == [5, 9, 9, 9, 9, 9]
+    public = bench.build_network("sre-conv", 2, 3, 9)
+    assert public.layer1[0].conv1.kernel_size == (9, 9) and public.layer4[0].conv2.kernel_size == (5, 5)
+    assert public.conv1.kernel_size == (5, 5) and isinstance(public.maxpool, torch.nn.Identity)
+    monai = bench.build_network("monai", 2, 3, 9)
+    assert monai.conv1.kernel_size == (3, 3) and monai.conv1.stride == (1, 1) and monai.no_max_pool
+    assert bench.build_network("monai", 3, 1, 11).conv1.kernel_size == (5, 5, 5)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (("resnet", 2, 3, 9), "model must be one of"),
+        (("gmr-conv", 3, 1, 9), "2D only"),
+        (("sre-conv", 2, 1, 9), "takes 3 input channels"),
+        (("monai_sre", 4, 1, 9), "spatial_dims must be 2 or 3"),
+    ],
+)
+def test_build_network_rejects_unsupported_configurations(args, match):
+    with pytest.raises(ValueError, match=match):
+        bench.build_network(*args)
+    with pytest.raises(ValueError, match="has no widen_factor"):
+        bench.build_network("sre-conv", 2, 3, 9, widen_factor=0.5)
+
+
+def test_layer_suite_rows_and_table():
+    rows = bench.benchmark_layers((2, 3), repeats=2, shapes=_TINY_SHAPES, batch=_TINY_BATCH)
+    assert [(r["dims"], r["channels"], r["size"], r["kernel"]) for r in rows] == [
+        (2, 8, 8, 9), (2, 16, 4, 5), (3, 4, 6, 5)
+    ]  # fmt: skip
+    for row in rows:
+        names = {"SREConv", "SREConv dense", f"nn.Conv {row['kernel']}", "nn.Conv 3", "sre-conv 1.0.2"}
+        assert set(row["train_ms"]) == set(row["infer_ms"]) == names
+        assert all(math.isfinite(v) and v > 0 for v in [*row["train_ms"].values(), *row["infer_ms"].values()])
+        assert set(row["rounds"].values()) == {2}
+        conv = SREConv(row["dims"], row["channels"], row["channels"], row["kernel"], bias=False)
+        assert row["path"] == ("decomposed" if conv.use_decomposed() else "dense")
+    table = bench.layers_markdown(rows)
+    lines = [line for line in table.splitlines() if line.startswith("| 2D 8ch@8^2, k=9")]
+    assert len(lines) == 2  # training and inference
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    t = rows[0]["train_ms"]
+    assert cells[2] == rows[0]["path"]
+    assert cells[8] == f"{t['sre-conv 1.0.2'] / t['SREConv']:.2f}x"
+    assert cells[9] == f"{t['nn.Conv 9'] / t['SREConv']:.2f}x"
+
+
+def test_slow_contestants_get_one_round():
+    rows = bench.benchmark_layers((2,), repeats=3, shapes={2: [(4, 6, 3)]}, batch={2: 1}, slow_seconds=0.0)
+    assert set(rows[0]["rounds"].values()) == {1}
+
+
+def test_network_suite_measures_throughput_memory_and_ratios():
+    case = bench.NetworkCase("tiny", 2, 3, 16, 2, 3, ("monai_sre", "monai"), widen_factor=0.125)
+    rows = bench.benchmark_networks([case], repeats=2)
+    assert [r["model"] for r in rows] == ["monai_sre", "monai"]
+    for r in rows:
+        assert r["rounds"] == 2 and r["batch"] == 2
+        assert r["train_ips"] == pytest.approx(2 / (r["train_ms"] / 1000))
+        assert r["infer_ips"] > 0 and r["peak_mb"] > 0 and r["parameters"] > 0
+    assert rows[0]["parameters"] == sum(p.numel() for p in bench.build_network("monai_sre", 2, 3, 3, 0.125).parameters())
+    table = bench.networks_markdown(rows)
+    assert "tiny; reference: monai_sre sre_resnet18" in table
+    monai_line = next(line for line in table.splitlines() if line.startswith("| MONAI resnet18"))
+    assert f"{rows[0]['train_ips'] / rows[1]['train_ips']:.2f}x" in monai_line
+
+
+@pytest.mark.slow  # a worker process costs a few seconds of imports
+def test_network_worker_failure_names_the_model():
+    case = bench.NetworkCase("bad", 3, 1, 8, 1, 3, ("gmr-conv",))
+    with pytest.raises(RuntimeError, match=r"worker for 'gmr-conv' failed: ValueError: gmr-conv 1.0.3 is compared"):
+        bench.benchmark_networks([case], repeats=1)
+
+
+def test_run_benchmarks_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="suite must be"):
+        bench.run_benchmarks("everything")
+    with pytest.raises(ValueError, match="spatial_dims must be 2 and/or 3"):
+        bench.run_benchmarks("layers", (1,))
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        bench.benchmark_layers((2,), repeats=0)
+
+
+def test_cli_writes_report_and_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "LAYER_SHAPES", {2: [(8, 8, 5)], 3: [(4, 6, 5)]})
+    out, raw = tmp_path / "report.md", tmp_path / "raw.json"
+    (tmp_path / "report.md").write_text("an earlier report")
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["benchmark", "--suite", "layers", "--dims", "2", "--repeats", "1", "--threads", "1",
+                   "--out", str(out), "--json", str(raw)])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    report = out.read_text()
+    assert report.strip() == printed.strip()
+    assert re.search(r"^Machine: .*torch threads 1", report, re.M)
+    assert "| 2D 8ch@8^2, k=5 |" in report and "3D" not in report.split("Layer forward")[1]
+    data = json.loads(raw.read_text())
+    assert data["networks"] == [] and len(data["layers"]) == 1 and data["layers"][0]["kernel"] == 5
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--out", "/nonexistent-folder/report.md"], "--out /nonexistent-folder/report.md: folder"),
+    ],
+)
+def test_cli_bad_arguments(argv, message, capsys):
+    assert main(["benchmark", "--suite", "layers", *argv]) == 2
+    assert message in capsys.readouterr().err
