@@ -37,6 +37,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,15 @@ def _layer_contestants(spatial_dims: int, channels: int, kernel: int) -> dict[st
     }
 
 
+def _layer_train_step(module: nn.Module, x: torch.Tensor) -> None:
+    module(x).sum().backward()
+
+
+def _layer_inference(module: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        module(x)
+
+
 def benchmark_layers(
     spatial_dims: Sequence[int] = (2, 3),
     repeats: int = 5,
@@ -262,13 +272,6 @@ def benchmark_layers(
             modules = {name: make().to(device) for name, make in _layer_contestants(dims, channels, kernel).items()}
             x = torch.randn((batch[dims], channels) + (size,) * dims, device=device, requires_grad=True)
 
-            def train(m: nn.Module) -> None:
-                m(x).sum().backward()
-
-            def infer(m: nn.Module) -> None:
-                with torch.no_grad():
-                    m(x)
-
             train_times: dict[str, list[float]] = {name: [] for name in modules}
             infer_times: dict[str, list[float]] = {name: [] for name in modules}
             slow = set()
@@ -278,9 +281,9 @@ def benchmark_layers(
                         continue
                     # Mode switches stay untimed: sre-conv 1.0.2 rebuilds its dense kernel cache in eval().
                     m.train()
-                    seconds = _timed(lambda: train(m), device)
+                    seconds = _timed(partial(_layer_train_step, m, x), device)
                     m.eval()
-                    infer_seconds = _timed(lambda: infer(m), device)
+                    infer_seconds = _timed(partial(_layer_inference, m, x), device)
                     m.zero_grad(set_to_none=True)
                     x.grad = None
                     if r < 0:
@@ -318,8 +321,10 @@ def layers_markdown(rows: Sequence[dict[str, Any]]) -> str:
     out = []
     for key, title in (("train_ms", "forward+backward"), ("infer_ms", "inference (eval, no grad)")):
         out.append(f"Layer {title}, median ms (ratio = other / SREConv, > 1 means SREConv is faster):\n")
-        out.append("| layer | batch | SREConv path | SREConv | SREConv dense | nn.Conv kxk | nn.Conv 3x3 | sre-conv 1.0.2 "
-                   "| sre-conv 1.0.2 / SREConv | nn.Conv kxk / SREConv | nn.Conv 3x3 / SREConv |")
+        out.append(
+            "| layer | batch | SREConv path | SREConv | SREConv dense | nn.Conv kxk | nn.Conv 3x3 | sre-conv 1.0.2 "
+            "| sre-conv 1.0.2 / SREConv | nn.Conv kxk / SREConv | nn.Conv 3x3 / SREConv |"
+        )
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for row in rows:
             t = row[key]
@@ -405,7 +410,7 @@ def _worker_main() -> None:
                 answer("ok", max(peak - baseline, 0))
             else:
                 break
-    except Exception as e:  # reported by the driver with the model's name
+    except Exception as e:  # noqa: BLE001 - any failure goes to the driver, which raises it with the model's name
         answer("error", f"{type(e).__name__}: {e}")
 
 
@@ -472,9 +477,9 @@ def benchmark_networks(
 ) -> list[dict[str, Any]]:
     """Training-step and inference throughput and peak training memory of the networks of each case.
 
-    Each network lives in its own worker process (a fresh interpreter), so its memory is measured alone; the driver runs one
-    warm-up training step and inference per worker, then ``repeats`` rounds that interleave the workers (a training
-    step and an inference each), then asks every worker for its peak memory. A training step is SGD (momentum 0.9)
+    Each network lives in its own worker process (a fresh interpreter), so its memory is measured alone; the driver
+    runs one warm-up training step and inference per worker, then ``repeats`` rounds that interleave the workers (a
+    training step and an inference each), then asks every worker for its peak memory. A training step is SGD (momentum 0.9)
     on a cross-entropy loss of a random batch.
 
     Args:

@@ -96,7 +96,8 @@ def test_network_suite_measures_throughput_memory_and_ratios():
         assert r["rounds"] == 2 and r["batch"] == 2
         assert r["train_ips"] == pytest.approx(2 / (r["train_ms"] / 1000))
         assert r["infer_ips"] > 0 and r["peak_mb"] > 0 and r["parameters"] > 0
-    assert rows[0]["parameters"] == sum(p.numel() for p in bench.build_network("monai_sre", 2, 3, 3, 0.125).parameters())
+    reference = bench.build_network("monai_sre", 2, 3, 3, 0.125)
+    assert rows[0]["parameters"] == sum(p.numel() for p in reference.parameters())
     table = bench.networks_markdown(rows)
     assert "tiny; reference: monai_sre sre_resnet18" in table
     monai_line = next(line for line in table.splitlines() if line.startswith("| MONAI resnet18"))
@@ -133,7 +134,7 @@ def test_cli_writes_report_and_json(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     report = out.read_text()
     assert report.strip() == printed.strip()
-    assert re.search(r"^Machine: .*torch threads 1", report, re.M)
+    assert re.search(r"^Machine: .*torch threads 1", report, re.MULTILINE)
     assert "| 2D 8ch@8^2, k=5 |" in report and "3D" not in report.split("Layer forward")[1]
     data = json.loads(raw.read_text())
     assert data["networks"] == [] and len(data["layers"]) == 1 and data["layers"][0]["kernel"] == 5

@@ -266,7 +266,7 @@ class _SREConvNd(nn.Module):
 
     __constants__ = ["spatial_dims", "in_channels", "out_channels", "groups", "num_rings", "padding_mode", "path"]
     # An eager-only cache (dtype and device keys): TorchScript builds the band filters on the fly.
-    __jit_ignored_attributes__ = ["_band_filter_cache"]
+    __jit_ignored_attributes__ = ("_band_filter_cache",)
 
     def __init__(
         self,

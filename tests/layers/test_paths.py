@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import warnings
 
@@ -16,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-import monai_sre.layers.sre_conv as sre_conv
 from monai_sre import SREConv, SREConv2d
+from monai_sre.layers import sre_conv
 from monai_sre.layers.rings import ring_index, ring_sizes
 from monai_sre.layers.sre_conv import decomposition_pays_off
 from monai_sre.networks import sre_resnet10, sre_resnet18, sre_resnet50
@@ -111,7 +110,7 @@ def test_decomposed_equals_dense_for_anisotropic_kernels_and_custom_bands(dims, 
 
 def test_empty_bands_get_zero_gradient():
     # 8 equal-width bands over the 5 distinct radii of a 9-tap 1D kernel leave some bands without taps.
-    dense, decomposed = _both_paths(1, 2, 3, 9, num_rings=8)
+    _, decomposed = _both_paths(1, 2, 3, 9, num_rings=8)
     empty = ring_sizes(ring_index(9, 1, 8), 8) == 0
     assert empty.any()
     y = decomposed(torch.randn(1, 2, 12, dtype=torch.float64))
