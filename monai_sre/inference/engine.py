@@ -26,7 +26,7 @@ from ignite.engine import Engine, Events
 from monai.data import Dataset
 
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
-from monai_sre.inference.predict import _original_geometry, _reason
+from monai_sre.inference.predict import error_reason, original_geometry
 from monai_sre.inference.results import write_predictions
 from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 
@@ -99,14 +99,14 @@ class ClinicalDataset(Dataset):
         if item.error is None:
             try:
                 data = self.loader({self.image_key: item.image})
-                description.update(_original_geometry(data[self.image_key]))
+                description.update(original_geometry(data[self.image_key]))
                 prepared = self.transform(data)[self.image_key]
                 applied = {k: prepared.meta[k] for k in ("intensity_scaling", "grid_resize") if k in prepared.meta}
                 description["modality"] = applied.get("intensity_scaling", {}).get("modality", item.modality)
                 description["preprocessing"] = {**self.preprocessing.to_dict(), "applied": applied}
                 image = prepared.as_tensor()
             except Exception as e:  # one bad input must not stop the run: its row carries the reason
-                description["error"] = _reason(e, item.path)
+                description["error"] = error_reason(e, item.path)
         return {self.image_key: image, self.input_key: json.dumps(description)}
 
 

@@ -42,7 +42,9 @@ from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.rotations import symmetry_spread
 from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 
-__all__ = ["LoadedBundle", "load_bundle", "predict", "predict_with_model", "file_sha256"]
+__all__ = [
+    "LoadedBundle", "load_bundle", "predict", "predict_with_model", "file_sha256", "error_reason", "original_geometry"
+]
 
 _CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 
@@ -201,8 +203,16 @@ def _unwrap(error: BaseException) -> BaseException:
     return error
 
 
-def _reason(error: BaseException, path: str) -> str:
-    """One line naming the input and what went wrong, without MONAI's 'applying transform' wrappers."""
+def error_reason(error: BaseException, path: str) -> str:
+    """One line naming the input and what went wrong, without MONAI's 'applying transform' wrappers.
+
+    Args:
+        error: the exception raised while reading or predicting ``path``.
+        path: the input, named in the line unless the message already names it.
+
+    Returns:
+        the line for the result's ``error`` column.
+    """
     error = _unwrap(error)
     message = " ".join(str(error).split()) or type(error).__name__
     if not isinstance(error, (ValueError, OSError)):
@@ -210,8 +220,16 @@ def _reason(error: BaseException, path: str) -> str:
     return message if path in message else f"{path}: {message}"
 
 
-def _original_geometry(image: torch.Tensor) -> dict[str, Any]:
-    """Shape, spacing and orientation of an image as loaded, before any preprocessing."""
+def original_geometry(image: torch.Tensor) -> dict[str, Any]:
+    """Shape, spacing and orientation of an image as loaded, before any preprocessing.
+
+    Args:
+        image: a loaded image (a MONAI ``MetaTensor`` with its affine; a plain tensor counts as identity-oriented).
+
+    Returns:
+        ``original_shape``, ``original_spacing`` (mm) and ``original_orientation`` (axis codes, ``?`` where a single
+        slice leaves an axis undetermined).
+    """
     meta = getattr(image, "meta", {})
     channel_dim = meta.get("original_channel_dim", float("nan"))
     has_channel = not (isinstance(channel_dim, float) and np.isnan(channel_dim)) and channel_dim != "no_channel"
@@ -329,7 +347,7 @@ def predict_with_model(
                     "expected a readable NIfTI or DICOM image"
                 ) from e
             loaded = time.perf_counter()
-            row.update(_original_geometry(data["image"]))
+            row.update(original_geometry(data["image"]))
             if device.type != "cpu":  # resampling a clinical volume is the costly step: run it where the model runs
                 data["image"] = data["image"].to(device)
             image = transforms(data)["image"]
@@ -362,7 +380,7 @@ def predict_with_model(
             if rotation_check:
                 row.update(symmetry_spread(probabilities, image.as_tensor(), preprocessing.spatial_dims))
         except Exception as e:  # one bad input must not stop the batch: report it in its row
-            row["error"] = _reason(e, item.path)
+            row["error"] = error_reason(e, item.path)
         rows.append(row)
     return rows
 

@@ -2,11 +2,12 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""SRE layers: ring geometry, SRE convolutions and symmetry-preserving downsampling."""
+"""SRE layers: ring geometry, SRE convolutions, inference BatchNorm folding and symmetry-preserving downsampling."""
 
 from __future__ import annotations
 
 from monai_sre.layers.convert import convert_to_sre, find_symmetry_breakers, project_dense_kernel
+from monai_sre.layers.norm_folding import batch_norm_affine, conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample, symmetric_output_size, symmetric_window
 from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index, ring_sizes
 from monai_sre.layers.sre_conv import (
@@ -35,6 +36,8 @@ __all__ = [
     "SREConvTranspose2d",
     "SREConvTranspose3d",
     "decomposition_pays_off",
+    "batch_norm_affine",
+    "conv_norm",
     "DOWNSAMPLE_MODES",
     "SymmetricDownsample",
     "symmetric_output_size",

@@ -131,6 +131,17 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
+def _channels_last_strides(size: list[int]) -> list[int]:
+    """Strides of a ``(batch, channels, *spatial)`` tensor of ``size`` stored with channels innermost."""
+    strides = [1] * len(size)
+    step = size[1]
+    for axis in range(len(size) - 1, 1, -1):
+        strides[axis] = step
+        step *= size[axis]
+    strides[0] = step
+    return strides
+
+
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """View a channels-last ``(batch, channels, *spatial)`` tensor as the matrix ``(batch * voxels, channels)``."""
     return x.movedim(1, -1).reshape(-1, x.shape[1])
@@ -239,8 +250,10 @@ class _RingDecomposedConv(torch.autograd.Function):
         bands = layer._bands_in_use()
         filters = [layer._band_filters(band, out_channels, grad.dtype) for band in bands]
         paddings = [layer._band_padding(band, ctx.padding) for band in bands]
-        # (groups, out/groups, in/groups) per band: the transposed mixing matrices
-        unmixes = [weight[:, :, band].view(groups, -1, in_per_group) for band in bands]
+        # (groups, out/groups, in/groups) per band: the transposed mixing matrices, from one contiguous copy of the
+        # band-major weight (a band's strided slice would be copied by every product)
+        by_band = weight.permute(2, 0, 1).contiguous()
+        unmixes = [by_band[band].view(groups, -1, in_per_group) for band in bands]
         for start, stop in _batch_chunks(x, max(x.shape[1], out_channels), _cpu_chunk_bytes()):
             target = _groups(grad_x.view(-1, x.shape[1])[start * voxels : stop * voxels], groups) if (
                 grad_x is not None) else None
@@ -474,24 +487,31 @@ class _SREConvNd(nn.Module):
         bands = self._bands_in_use()
         filters = [self._band_filters(band, x.shape[1], x.dtype) for band in bands]
         paddings = [self._band_padding(band, padding) for band in bands]
-        # (groups, in/groups, out/groups) per band: the mixing matrices
-        mixes = [weight[:, :, band].view(groups, -1, in_per_group).transpose(1, 2) for band in bands]
+        # (groups, in/groups, out/groups) per band: the mixing matrices, from one contiguous copy of the band-major
+        # weight (a band's strided slice would be copied by every product)
+        by_band = weight.permute(2, 0, 1).contiguous()
+        mixes = [by_band[band].view(groups, -1, in_per_group).transpose(1, 2) for band in bands]
         out = torch.empty(0)
+        rows = out
         for start, stop in _batch_chunks(x, max(x.shape[1], out_channels), budget):
             target = out
             for i in range(len(bands)):
                 sums = _band_sum(x[start:stop], filters[i], stride, paddings[i], dilation)
                 if i == 0:
                     if start == 0:  # the first band sum tells the output size
-                        out = x.new_empty([x.shape[0]] + list(sums.shape[2:]) + [out_channels])
+                        size = [x.shape[0], out_channels] + list(sums.shape[2:])
+                        # Channels-last storage, but a tensor of its own rather than a view of one, so that callers
+                        # (a residual add) may update it in place even when it is a custom autograd output.
+                        out = torch.empty_strided(size, _channels_last_strides(size), dtype=x.dtype, device=x.device)
+                        rows = out.movedim(1, -1).view(-1, out_channels)
                     voxels = sums[:1, :1].numel()
-                    target = _groups(out.view(-1, out_channels)[start * voxels : stop * voxels], groups)
+                    target = _groups(rows[start * voxels : stop * voxels], groups)
                     torch.bmm(_groups(_rows(sums), groups), mixes[i], out=target)
                 else:
                     target.baddbmm_(_groups(_rows(sums), groups), mixes[i])
         if bias is not None:
-            out.add_(bias)
-        return out.movedim(-1, 1)
+            rows.add_(bias)
+        return out
 
     def _needs_grad(self, x: torch.Tensor) -> bool:
         if not torch.is_grad_enabled():
@@ -609,6 +629,33 @@ class SREConv(_SREConvNd):
                 return self._forward_ring_autograd(x, padding)
             return self._ring_forward(_channels_last(x), self.weight, self.bias, padding)
         return self._conv(x, self._kernel(), self.bias, list(self.stride), padding, list(self.dilation), self.groups)
+
+    @torch.jit.unused
+    def forward_affine(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``forward(x) * scale + shift`` per output channel, with the affine folded into the band weights and bias.
+
+        This is how an inference-mode BatchNorm after the layer costs no pass of its own: the folded weights are a
+        few thousand numbers, recomputed on every call, so they always follow the parameters and the running
+        statistics, and gradients reach the layer, ``scale`` and ``shift`` as through the unfolded pair.
+
+        Args:
+            x: input of shape ``(batch, in_channels, *spatial)``.
+            scale: per-output-channel factor, shape ``(out_channels,)``.
+            shift: per-output-channel offset, shape ``(out_channels,)``.
+
+        Returns:
+            the convolved, scaled and shifted ``x``.
+        """
+        self._check_input(x)
+        weight = self.weight * scale.view(-1, 1, 1)
+        bias = shift if self.bias is None else self.bias * scale + shift
+        x, padding = self._pad_input(x)
+        if not self.use_decomposed():
+            kernel = F.pad(weight, (0, 1))[:, :, self.ring_map]
+            return self._conv(x, kernel, bias, list(self.stride), padding, list(self.dilation), self.groups)
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+            return _RingDecomposedConv.apply(x, weight, bias, self, padding)
+        return self._ring_forward(_channels_last(x), weight, bias, padding)
 
 
 class _TorchStyleSREConv(SREConv):

@@ -29,6 +29,7 @@ from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck, get_inplan
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
+from monai_sre.layers.norm_folding import conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample
 from monai_sre.layers.rings import ring_index, ring_sizes
 from monai_sre.layers.sre_conv import SREConv
@@ -128,12 +129,20 @@ class SREResNetBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(x)
         residual = x
-        out = self.act(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        if torch.jit.is_scripting():
+            out = self.act(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+        else:
+            out = self._branch(x)
         if self.downsample is not None:
             residual = self.downsample(x)
-        out = out + residual
+        out += residual
         return self.act(out)
+
+    @torch.jit.unused
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+        # inference folds each BatchNorm into its SRE convolution (same numbers, one pass less)
+        return conv_norm(self.conv2, self.bn2, self.act(conv_norm(self.conv1, self.bn1, x)))
 
 
 class SREResNetBottleneck(nn.Module):
@@ -184,12 +193,20 @@ class SREResNetBottleneck(nn.Module):
         x = self.pool(x)
         residual = x
         out = self.act(self.bn1(self.conv1(x)))
-        out = self.act(self.bn2(self.conv2(out)))
+        if torch.jit.is_scripting():
+            out = self.act(self.bn2(self.conv2(out)))
+        else:
+            out = self.act(self._middle(out))
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             residual = self.downsample(x)
-        out = out + residual
+        out += residual
         return self.act(out)
+
+    @torch.jit.unused
+    def _middle(self, x: torch.Tensor) -> torch.Tensor:
+        # inference folds the BatchNorm into the SRE convolution (same numbers, one pass less)
+        return conv_norm(self.conv2, self.bn2, x)
 
 
 _BLOCKS: dict[str, type[SREResNetBlock | SREResNetBottleneck]] = {

@@ -1,0 +1,124 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Inference folding of BatchNorm into SREConv: same numbers and gradients as the unfolded pair, and only where safe."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from monai_sre import SREConv
+from monai_sre.layers import batch_norm_affine, conv_norm
+from monai_sre.networks import sre_resnet18, sre_resnet50
+
+_NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _randomized(norm: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in norm.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.3)
+                if m.affine:
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+    return norm
+
+
+def _pair(dims: int, bias: bool, affine: bool, path: str = "decomposed") -> tuple[SREConv, nn.Module]:
+    conv = SREConv(dims, 4, 6, 5, bias=bias, path=path).double()
+    norm = _randomized(_NORMS[dims](6, affine=affine).double()).eval()
+    return conv, norm
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("bias,affine", [(False, True), (True, True), (True, False)])
+def test_folded_equals_unfolded_in_value_and_gradient(dims, bias, affine):
+    torch.manual_seed(dims)
+    conv, norm = _pair(dims, bias, affine)
+    x = torch.randn(2, 4, *([7] * dims), dtype=torch.float64, requires_grad=True)
+    params = [x, *conv.parameters(), *norm.parameters()]
+    expected = norm(conv(x))
+    folded = conv_norm(conv, norm, x)
+    torch.testing.assert_close(folded, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad(expected, params, g), torch.autograd.grad(folded, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_norm(conv, norm, x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_path_gives_the_same_result_through_forward_affine():
+    conv, norm = _pair(2, True, True, path="dense")
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    scale, shift = batch_norm_affine(norm)
+    torch.testing.assert_close(conv.forward_affine(x, scale, shift), norm(conv(x)), rtol=1e-12, atol=1e-12)
+
+
+def test_batch_norm_affine_only_for_inference_batch_norms():
+    bn = _randomized(nn.BatchNorm2d(3)).eval()
+    scale, shift = batch_norm_affine(bn)
+    y = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(y * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1), bn(y))
+    assert batch_norm_affine(nn.BatchNorm2d(3).train()) is None
+    assert batch_norm_affine(nn.BatchNorm2d(3, track_running_stats=False).eval()) is None
+    assert batch_norm_affine(nn.InstanceNorm2d(3).eval()) is None
+    assert batch_norm_affine(nn.Identity()) is None
+
+
+def test_training_mode_is_not_folded_and_updates_running_statistics(monkeypatch):
+    conv, norm = _pair(2, False, True)
+    norm.train()
+    calls = []
+    monkeypatch.setattr(SREConv, "forward_affine", lambda *a: calls.append(a))
+    before = norm.running_mean.clone()
+    conv_norm(conv, norm, torch.randn(2, 4, 8, 8, dtype=torch.float64))
+    assert not calls
+    assert not torch.equal(norm.running_mean, before)
+
+
+def test_hooks_disable_folding():
+    conv, norm = _pair(2, False, True)
+    seen = []
+    norm.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(conv_norm(conv, norm, x), norm(conv(x)))
+    assert len(seen) == 2  # the hook saw the folded call too: it ran unfolded
+
+
+def test_other_modules_are_applied_unchanged():
+    conv = nn.Conv2d(4, 6, 3, padding=1).double()
+    norm = _randomized(nn.BatchNorm2d(6).double()).eval()
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(conv_norm(conv, norm, x), norm(conv(x)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("builder,dims", [(sre_resnet18, 2), (sre_resnet18, 3), (sre_resnet50, 2)])
+def test_networks_fold_in_eval_with_the_same_outputs_and_gradients(monkeypatch, builder, dims):
+    torch.manual_seed(2)
+    net = _randomized(builder(spatial_dims=dims, n_input_channels=1, num_classes=3, widen_factor=0.25)).double()
+    net.eval()
+    x = torch.randn(2, 1, *([12] * dims), dtype=torch.float64, requires_grad=True)
+    folds = []
+    forward_affine = SREConv.forward_affine
+    monkeypatch.setattr(SREConv, "forward_affine", lambda *a: folds.append(1) or forward_affine(*a))
+    folded = net(x)
+    assert len(folds) >= 4  # the wide SRE layers take the decomposed path and fold their norms
+    (gx_folded,) = torch.autograd.grad(folded.sum(), x)  # eval with gradients (saliency): in-place residual add
+    calls = []
+    unfolded_net = copy.deepcopy(net)
+    for m in unfolded_net.modules():  # a hook on every norm turns folding off
+        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d):
+            m.register_forward_hook(lambda *a: calls.append(1))
+    unfolded = unfolded_net(x)
+    (gx,) = torch.autograd.grad(unfolded.sum(), x)
+    assert calls
+    torch.testing.assert_close(folded, unfolded, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx_folded, gx, rtol=1e-9, atol=1e-10)
