@@ -121,6 +121,8 @@ class SymmetricDownsample(nn.Module):
             w, p = symmetric_window(int(x.shape[i + 2]), stride[i])
             kernel.append(w)
             padding.append(p)
+        if self.spatial_dims == 3 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d):
+            return self._pool_channels_last_3d(x, kernel, stride, padding)
         if self.mode == "max":
             if self.spatial_dims == 1:
                 return F.max_pool1d(x, kernel, stride, padding)
@@ -132,6 +134,27 @@ class SymmetricDownsample(nn.Module):
         if self.spatial_dims == 2:
             return F.avg_pool2d(x, kernel, stride, padding, count_include_pad=False)
         return F.avg_pool3d(x, kernel, stride, padding, count_include_pad=False)
+
+    def _pool2d(self, x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int]) -> torch.Tensor:
+        if self.mode == "max":
+            return F.max_pool2d(x, kernel, stride, padding)
+        return F.avg_pool2d(x, kernel, stride, padding, count_include_pad=False)
+
+    def _pool_channels_last_3d(
+        self, x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int]
+    ) -> torch.Tensor:
+        """Pool a channels-last volume as two channels-last 2D poolings, over (H, W) and then over D, and return it
+        channels-last. ``avg_pool3d``/``max_pool3d`` have no channels-last CPU kernel (3-4x slower on such input,
+        and the next SRE convolution would copy their output back). Windows are boxes, so the mean over the
+        in-image voxels of a box (and the max) factor into the two steps exactly."""
+        b, c, d = x.shape[0], x.shape[1], x.shape[2]
+        # (b * d, c, h, w) with channels innermost: a view of the same memory
+        planes = x.permute(0, 2, 3, 4, 1).reshape(b * d, x.shape[3], x.shape[4], c).permute(0, 3, 1, 2)
+        planes = self._pool2d(planes, kernel[1:], stride[1:], padding[1:])
+        h, w = planes.shape[2], planes.shape[3]
+        depth = planes.permute(0, 2, 3, 1).reshape(b, d, h * w, c).permute(0, 3, 1, 2)  # (b, c, d, h * w)
+        depth = self._pool2d(depth, [kernel[0], 1], [stride[0], 1], [padding[0], 0])
+        return depth.permute(0, 2, 3, 1).reshape(b, depth.shape[2], h, w, c).permute(0, 4, 1, 2, 3)
 
     def extra_repr(self) -> str:
         return f"spatial_dims={self.spatial_dims}, stride={self.stride}, mode={self.mode!r}"

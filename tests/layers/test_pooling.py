@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -107,3 +108,25 @@ def test_bad_input_rank():
         SymmetricDownsample(2)(torch.randn(1, 7, 7))
     with pytest.raises(ValueError, match=r"size >= 1 and stride >= 1, got size=0"):
         symmetric_window(0, 2)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("shape,stride", [((7, 8, 9), 2), ((16, 16, 16), 2), ((9, 10, 11), (1, 2, 3)), ((5, 6, 7), 3)])
+def test_channels_last_volumes_pool_in_channels_last(mode, shape, stride):
+    # A channels-last 3D map is pooled as two channels-last 2D poolings: same values and gradients as the 3D pooling
+    # of the contiguous copy, and the output stays channels-last for the next SRE convolution.
+    torch.manual_seed(0)
+    down = SymmetricDownsample(3, stride, mode)
+    x = torch.randn(2, 5, *shape, dtype=torch.float64)
+    x_last = x.contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    x = x.requires_grad_()
+    y, y_last = down(x), down(x_last)
+    assert y_last.is_contiguous(memory_format=torch.channels_last_3d) and not y_last.is_contiguous()
+    torch.testing.assert_close(y_last, y, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    (gx,), (gx_last,) = torch.autograd.grad(y, [x], g), torch.autograd.grad(y_last, [x_last], g)
+    torch.testing.assert_close(gx_last, gx, rtol=1e-12, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(down)
+    torch.testing.assert_close(scripted(x_last.detach()), y.detach(), rtol=1e-12, atol=1e-12)
