@@ -246,7 +246,9 @@ class _RingDecomposedConv(torch.autograd.Function):
         grad = _channels_last(grad)
         voxels = x[:1, :1].numel()
         grad_x = x.new_empty((x.shape[0],) + x.shape[2:] + (x.shape[1],)) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        # weight gradient per band, (groups, out/groups, in/groups) each, accumulated in place over the chunks
+        grad_w = weight.new_zeros((weight.shape[2], groups, out_channels // groups, in_per_group)) if (
+            ctx.needs_input_grad[1]) else None
         bands = layer._bands_in_use()
         filters = [layer._band_filters(band, out_channels, grad.dtype) for band in bands]
         paddings = [layer._band_padding(band, ctx.padding) for band in bands]
@@ -267,10 +269,10 @@ class _RingDecomposedConv(torch.autograd.Function):
                     else:
                         target.baddbmm_(lifted_groups, unmixes[i])
                 if grad_w is not None:
-                    grad_w[:, :, band] += torch.bmm(lifted_groups.transpose(1, 2), x_groups).view(
-                        out_channels, in_per_group
-                    )
+                    grad_w[band].baddbmm_(lifted_groups.transpose(1, 2), x_groups)
         grad_b = _rows(grad).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        if grad_w is not None:
+            grad_w = grad_w.view(weight.shape[2], out_channels, in_per_group).permute(1, 2, 0)
         return (grad_x.movedim(-1, 1) if grad_x is not None else None), grad_w, grad_b, None, None
 
 
