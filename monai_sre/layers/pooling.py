@@ -123,16 +123,14 @@ class SymmetricDownsample(nn.Module):
             padding.append(p)
         if self.spatial_dims == 3 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d):
             return self._pool_channels_last_3d(x, kernel, stride, padding)
+        if self.spatial_dims == 2:
+            return self._pool2d(x, kernel, stride, padding)
         if self.mode == "max":
             if self.spatial_dims == 1:
                 return F.max_pool1d(x, kernel, stride, padding)
-            if self.spatial_dims == 2:
-                return F.max_pool2d(x, kernel, stride, padding)
             return F.max_pool3d(x, kernel, stride, padding)
         if self.spatial_dims == 1:
             return F.avg_pool1d(x, kernel, stride, padding, count_include_pad=False)
-        if self.spatial_dims == 2:
-            return F.avg_pool2d(x, kernel, stride, padding, count_include_pad=False)
         return F.avg_pool3d(x, kernel, stride, padding, count_include_pad=False)
 
     def _pool2d(self, x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int]) -> torch.Tensor:

@@ -376,7 +376,10 @@ class _SREConvNd(nn.Module):
 
     def dense_kernel(self) -> torch.Tensor:
         """Expand the band weights into a dense kernel of shape ``weight.shape[:2] + kernel_size``."""
-        return F.pad(self.weight, (0, 1))[:, :, self.ring_map]
+        return self._expand(self.weight)
+
+    def _expand(self, weight: torch.Tensor) -> torch.Tensor:
+        return F.pad(weight, (0, 1))[:, :, self.ring_map]
 
     @torch.jit.unused
     def _cached_dense_kernel(self) -> torch.Tensor:
@@ -515,19 +518,20 @@ class _SREConvNd(nn.Module):
             rows.add_(bias)
         return out
 
-    def _needs_grad(self, x: torch.Tensor) -> bool:
+    def _needs_grad(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
         if not torch.is_grad_enabled():
             return False
-        if x.requires_grad or self.weight.requires_grad:
+        if x.requires_grad or weight.requires_grad:
             return True
-        bias = self.bias
         if bias is not None:
             return bias.requires_grad
         return False
 
     @torch.jit.unused
-    def _forward_ring_autograd(self, x: torch.Tensor, padding: list[int]) -> torch.Tensor:
-        return _RingDecomposedConv.apply(x, self.weight, self.bias, self, padding)
+    def _forward_ring_autograd(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int]
+    ) -> torch.Tensor:
+        return _RingDecomposedConv.apply(x, weight, bias, self, padding)
 
     def _forward_decomposed(self, x: torch.Tensor, padding: list[int]) -> torch.Tensor:
         """Portable form of the decomposed path (standard convolutions only) for TorchScript and tracing."""
@@ -623,12 +627,12 @@ class SREConv(_SREConvNd):
         self._check_input(x)
         x, padding = self._pad_input(x)
         if self.use_decomposed():
-            needs_grad = self._needs_grad(x)
+            needs_grad = self._needs_grad(x, self.weight, self.bias)
             if torch.jit.is_tracing() or (torch.jit.is_scripting() and needs_grad):
                 # exported graphs and scripted training: standard, differentiable operators only
                 return self._forward_decomposed(x, padding)
             if needs_grad and not torch.jit.is_scripting():
-                return self._forward_ring_autograd(x, padding)
+                return self._forward_ring_autograd(x, self.weight, self.bias, padding)
             return self._ring_forward(_channels_last(x), self.weight, self.bias, padding)
         return self._conv(x, self._kernel(), self.bias, list(self.stride), padding, list(self.dilation), self.groups)
 
@@ -653,10 +657,10 @@ class SREConv(_SREConvNd):
         bias = shift if self.bias is None else self.bias * scale + shift
         x, padding = self._pad_input(x)
         if not self.use_decomposed():
-            kernel = F.pad(weight, (0, 1))[:, :, self.ring_map]
-            return self._conv(x, kernel, bias, list(self.stride), padding, list(self.dilation), self.groups)
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
-            return _RingDecomposedConv.apply(x, weight, bias, self, padding)
+            return self._conv(x, self._expand(weight), bias, list(self.stride), padding, list(self.dilation),
+                              self.groups)
+        if self._needs_grad(x, weight, bias):
+            return self._forward_ring_autograd(x, weight, bias, padding)
         return self._ring_forward(_channels_last(x), weight, bias, padding)
 
 
