@@ -23,8 +23,9 @@ _TINY_BATCH = {2: 2, 3: 1}
 
 @pytest.mark.parametrize(
     "model,dims,in_channels",
-    [("monai_sre", 2, 3), ("monai", 2, 1), ("sre-conv", 2, 3), ("gmr-conv", 2, 3), ("monai_sre", 3, 1),
-     ("monai", 3, 1), ("sre-conv", 3, 1)],
+    [("monai_sre", 2, 3), ("monai", 2, 1), pytest.param("sre-conv", 2, 3, marks=pytest.mark.bench),
+     pytest.param("gmr-conv", 2, 3, marks=pytest.mark.bench), ("monai_sre", 3, 1), ("monai", 3, 1),
+     pytest.param("sre-conv", 3, 1, marks=pytest.mark.bench)],
 )  # fmt: skip
 def test_build_network_gives_logits(model, dims, in_channels):
     net = bench.build_network(model, dims, in_channels, 5, widen_factor=0.125 if model in ("monai_sre", "monai") else 1)
@@ -33,6 +34,7 @@ def test_build_network_gives_logits(model, dims, in_channels):
         assert net(torch.randn(2, in_channels, *([8] * dims))).shape == (2, 5)
 
 
+@pytest.mark.bench  # builds the sre-conv / gmr-conv baselines
 def test_build_network_configuration_of_the_issue():
     # 2D: kernels [9, 9, 5, 5] and a 5x5 stem at stride 1 for every SRE network; MONAI keeps its 3x3 stem.
     ours = bench.build_network("monai_sre", 2, 3, 9)
@@ -61,6 +63,7 @@ def test_build_network_rejects_unsupported_configurations(args, match):
         bench.build_network("sre-conv", 2, 3, 9, widen_factor=0.5)
 
 
+@pytest.mark.bench  # builds the sre-conv / gmr-conv baselines
 def test_layer_suite_rows_and_table():
     rows = bench.benchmark_layers((2, 3), repeats=2, shapes=_TINY_SHAPES, batch=_TINY_BATCH)
     assert [(r["dims"], r["channels"], r["size"], r["kernel"]) for r in rows] == [
@@ -83,6 +86,7 @@ def test_layer_suite_rows_and_table():
     assert cells[9] == f"{t['nn.Conv 9'] / t['SREConv']:.2f}x"
 
 
+@pytest.mark.bench  # builds the sre-conv / gmr-conv baselines
 def test_slow_contestants_get_one_round():
     rows = bench.benchmark_layers((2,), repeats=3, shapes={2: [(4, 6, 3)]}, batch={2: 1}, slow_seconds=0.0)
     assert set(rows[0]["rounds"].values()) == {1}
@@ -120,6 +124,7 @@ def test_run_benchmarks_rejects_bad_arguments():
         bench.benchmark_layers((2,), repeats=0)
 
 
+@pytest.mark.bench  # builds the sre-conv / gmr-conv baselines
 def test_cli_writes_report_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "LAYER_SHAPES", {2: [(8, 8, 5)], 3: [(4, 6, 5)]})
     out, raw = tmp_path / "report.md", tmp_path / "raw.json"
