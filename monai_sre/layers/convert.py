@@ -32,7 +32,15 @@ import torch
 from torch import nn
 
 from monai_sre.layers.pooling import SymmetricDownsample
-from monai_sre.layers.rings import OUTSIDE, normalize_kernel_size, num_rings_default, ring_index, ring_sizes
+from monai_sre.layers.rings import (
+    OUTSIDE,
+    normalize_kernel_size,
+    num_rings_default,
+    per_axis,
+    ring_index,
+    ring_sizes,
+    same_padding,
+)
 from monai_sre.layers.sre_conv import SREConv
 
 __all__ = ["convert_to_sre", "project_dense_kernel", "find_symmetry_breakers"]
@@ -51,10 +59,6 @@ _PADS = (
     nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
 )
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
-def _per_axis(value: Sequence[int] | int, dims: int) -> tuple[int, ...]:
-    return (int(value),) * dims if isinstance(value, int) else tuple(int(v) for v in value)
 
 
 def project_dense_kernel(
@@ -102,8 +106,8 @@ def _resolve_padding(conv: nn.Module, dims: int) -> tuple[int, ...]:
         return (0,) * dims
     if padding == "same":
         # torch only allows 'same' at stride 1; for odd kernels it is symmetric, (k - 1) / 2 * dilation per side.
-        return tuple((k - 1) // 2 * d for k, d in zip(conv.kernel_size, conv.dilation))
-    return _per_axis(padding, dims)
+        return same_padding(conv.kernel_size, conv.dilation)
+    return per_axis(padding, dims, "padding")
 
 
 def _convert_conv(
@@ -170,7 +174,7 @@ def _pool_dims(pool: nn.Module) -> int:
 
 def _convert_pool(pool: nn.Module) -> nn.Module:
     dims = _pool_dims(pool)
-    stride = _per_axis(pool.stride if pool.stride is not None else pool.kernel_size, dims)
+    stride = per_axis(pool.stride if pool.stride is not None else pool.kernel_size, dims)
     # A pool that returns indices feeds a MaxUnpool, which needs the original windows: leave it (it stays reported).
     if all(s == 1 for s in stride) or getattr(pool, "return_indices", False):
         return pool
@@ -206,14 +210,14 @@ def _breaker(module: nn.Module) -> str | None:
         return None if _isotropic(module.stride) else f"anisotropic downsampling stride {module.stride}"
     if isinstance(module, _MAX_POOLS + _AVG_POOLS):
         dims = _pool_dims(module)
-        stride = _per_axis(module.stride if module.stride is not None else module.kernel_size, dims)
-        kernel = _per_axis(module.kernel_size, dims)
+        stride = per_axis(module.stride if module.stride is not None else module.kernel_size, dims)
+        kernel = per_axis(module.kernel_size, dims)
         if any(s != 1 for s in stride):
             return (
                 f"strided {type(module).__name__} (kernel {kernel}, stride {stride}): windows anchored at index 0 "
                 "are symmetric only at some input sizes"
             )
-        if any(k % 2 == 0 for k in kernel) or not _isotropic(kernel, _per_axis(module.padding, dims)):
+        if any(k % 2 == 0 for k in kernel) or not _isotropic(kernel, per_axis(module.padding, dims)):
             return f"{type(module).__name__} with even or anisotropic window {kernel} shifts the grid"
         return None
     if isinstance(module, _ADAPTIVE_POOLS):

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_sre.layers.rings import per_axis
+
 __all__ = ["SymmetricDownsample", "symmetric_window", "symmetric_output_size", "DOWNSAMPLE_MODES"]
 
 #: Pooling modes of :class:`SymmetricDownsample`.
@@ -95,8 +97,8 @@ class SymmetricDownsample(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-        strides = [int(stride)] * spatial_dims if isinstance(stride, int) else [int(s) for s in stride]
-        if len(strides) != spatial_dims or any(s < 1 for s in strides):
+        strides = per_axis(stride, spatial_dims, "stride")
+        if any(s < 1 for s in strides):
             raise ValueError(
                 f"stride must be a positive int or {spatial_dims} positive ints for spatial_dims={spatial_dims}, "
                 f"got {stride!r}."
@@ -104,7 +106,7 @@ class SymmetricDownsample(nn.Module):
         if mode not in DOWNSAMPLE_MODES:
             raise ValueError(f"mode must be one of {DOWNSAMPLE_MODES}, got {mode!r}.")
         self.spatial_dims = spatial_dims
-        self.stride = tuple(strides)
+        self.stride = strides
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

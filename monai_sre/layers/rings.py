@@ -25,10 +25,55 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["OUTSIDE", "ring_index", "num_rings_default", "ring_sizes", "normalize_kernel_size"]
+__all__ = [
+    "OUTSIDE",
+    "ring_index",
+    "num_rings_default",
+    "ring_sizes",
+    "taps_inside",
+    "normalize_kernel_size",
+    "per_axis",
+    "same_padding",
+]
 
 #: Band index given to taps outside the circle; they always carry a zero weight.
 OUTSIDE = -1
+
+
+def per_axis(value: Sequence[int] | int, spatial_dims: int, name: str = "value") -> tuple[int, ...]:
+    """One int per spatial axis: an int repeated, or a sequence checked for length.
+
+    Args:
+        value: one int for every axis, or one int per axis.
+        spatial_dims: number of spatial dimensions.
+        name: argument name used in the error message.
+
+    Returns:
+        a tuple of ``spatial_dims`` ints.
+
+    Raises:
+        ValueError: when a sequence does not have ``spatial_dims`` entries.
+    """
+    out = (int(value),) * spatial_dims if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(out) != spatial_dims:
+        raise ValueError(
+            f"{name} must be one int or {spatial_dims} entries (one per axis) for spatial_dims={spatial_dims}, "
+            f"got {value!r}."
+        )
+    return out
+
+
+def same_padding(kernel_size: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+    """Padding that keeps the size at stride 1 for odd kernels, the same on both sides: ``(k - 1) / 2 * dilation``.
+
+    Args:
+        kernel_size: odd kernel size per axis.
+        dilation: dilation per axis.
+
+    Returns:
+        the padding per axis.
+    """
+    return tuple((int(k) - 1) // 2 * int(d) for k, d in zip(kernel_size, dilation))
 
 
 def normalize_kernel_size(kernel_size: Sequence[int] | int, spatial_dims: int) -> tuple[int, ...]:
@@ -46,9 +91,7 @@ def normalize_kernel_size(kernel_size: Sequence[int] | int, spatial_dims: int) -
     """
     if spatial_dims not in (1, 2, 3):
         raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-    size = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
-    if len(size) != spatial_dims:
-        raise ValueError(f"kernel_size must have {spatial_dims} entries for spatial_dims={spatial_dims}, got {size}.")
+    size = per_axis(kernel_size, spatial_dims, "kernel_size")
     for k in size:
         if k < 1 or k % 2 == 0:
             raise ValueError(
@@ -115,7 +158,7 @@ def ring_index(
 
 @lru_cache(maxsize=64)
 def _ring_index(size: tuple[int, ...], num_rings: int | None) -> torch.Tensor:
-    n_default = max(size) // 2 + 1
+    n_default = num_rings_default(size, len(size))
     n = n_default if num_rings is None else num_rings
     sq, r_max = _squared_distances(size)
     dist = sq.sqrt()
@@ -143,3 +186,21 @@ def ring_sizes(index: torch.Tensor, num_rings: int) -> torch.Tensor:
     """
     inside = index[index != OUTSIDE]
     return torch.bincount(inside.flatten(), minlength=num_rings)
+
+
+def taps_inside(kernel_size: Sequence[int] | int, spatial_dims: int, num_rings: int | None = None) -> int:
+    """Taps of an SRE kernel that carry a weight (inside the circle): the kernel's share of a layer's fan-in/out.
+
+    Args:
+        kernel_size: odd kernel size, one int or one per axis.
+        spatial_dims: number of spatial dimensions (1, 2 or 3).
+        num_rings: number of bands; ``None`` gives one-pixel rings.
+
+    Returns:
+        the number of taps inside the circle.
+
+    Raises:
+        ValueError: as :func:`ring_index`.
+    """
+    index = ring_index(kernel_size, spatial_dims, num_rings)
+    return int((index != OUTSIDE).sum())

@@ -31,7 +31,7 @@ from torch import nn
 
 from monai_sre.layers.norm_folding import conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample
-from monai_sre.layers.rings import ring_index, ring_sizes
+from monai_sre.layers.rings import taps_inside
 from monai_sre.layers.sre_conv import SREConv
 
 __all__ = [
@@ -402,14 +402,11 @@ class SREResNet(nn.Module):
 
     def _init_weights(self, norm_type: type) -> None:
         """He (fan-out) initialisation as in MONAI's ResNet, with the true fan of the SRE kernels."""
-        taps_inside: dict[tuple, int] = {}
         for m in self.modules():
             if isinstance(m, SREConv):
                 # Only the taps inside the circle carry a weight: fan-out = out_channels * taps inside.
-                key = (m.kernel_size, m.spatial_dims, m.num_rings)
-                if key not in taps_inside:
-                    taps_inside[key] = int(ring_sizes(ring_index(*key), m.num_rings).sum())
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.out_channels * taps_inside[key])))
+                fan_out = m.out_channels * taps_inside(m.kernel_size, m.spatial_dims, m.num_rings)
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, norm_type):

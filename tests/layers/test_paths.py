@@ -16,9 +16,7 @@ import torch
 from torch import nn
 
 from monai_sre import SREConv, SREConv2d
-from monai_sre.layers import sre_conv
 from monai_sre.layers.rings import ring_index, ring_sizes
-from monai_sre.layers.sre_conv import decomposition_pays_off
 from monai_sre.networks import sre_resnet10, sre_resnet18, sre_resnet50
 from tests.layers.symmetry import grid_symmetries
 
@@ -119,17 +117,6 @@ def test_empty_bands_get_zero_gradient():
     assert torch.all(decomposed.weight.grad[:, :, ~empty].abs().sum((0, 1)) > 0)
 
 
-@pytest.mark.parametrize("dims,stride,groups", [(2, 1, 1), (2, 2, 3), (3, 1, 1), (3, 2, 3)])
-def test_batch_chunks_equal_one_pass(monkeypatch, dims, stride, groups):
-    # Big batches run in chunks on CPU; forcing one sample per chunk must not change any number.
-    torch.manual_seed(5)
-    dense, decomposed = _both_paths(dims, 6, 6, 5, stride=stride, groups=groups)
-    x = torch.randn(5, 6, *([9] * dims), dtype=torch.float64)
-    monkeypatch.setattr(sre_conv, "_CPU_CHUNK_BYTES", 1)
-    assert len(sre_conv._batch_chunks(x, 6, sre_conv._cpu_chunk_bytes())) == 5
-    _assert_same_outputs_and_gradients(dense, decomposed, x)
-
-
 def test_backward_saves_only_input_and_weight():
     # The band sums are recomputed from the output gradient, so the graph holds nothing but the input and the weight.
     conv = SREConv2d(8, 16, 9, padding=4, bias=True, path="decomposed")
@@ -219,21 +206,7 @@ def test_torch_compile_of_the_decomposed_path():
 
 
 # ------------------------------------------------------------------------------------------------- auto choice
-def test_cost_model():
-    # 64 -> 64 channels with a 9x9 kernel: ~13x fewer multiply-adds; 1 -> 8 channels with a 3x3 kernel: dense wins.
-    for training in (False, True):
-        assert decomposition_pays_off(64, 64, 1, 5, 81, band_taps=[1, 9, 25, 49, 81], training=training)
-        assert decomposition_pays_off(64, 64, 1, 5, 81, training=training)  # even charging every band 81 taps
-        assert not decomposition_pays_off(1, 8, 1, 2, 9, band_taps=[1, 9], training=training)
-        # depthwise: the dense kernel has no channel mixing to save
-        assert not decomposition_pays_off(16, 16, 16, 2, 9, band_taps=[1, 9], training=training)
-    # One input channel, many outputs: the backward sums the 64 output-gradient channels over 6 bands, which
-    # costs more than the dense kernel's gradients, while inference only sums the single input channel.
-    taps = [1, 9, 25, 49, 81, 121]
-    assert decomposition_pays_off(1, 64, 1, 6, 121, band_taps=taps)
-    assert not decomposition_pays_off(1, 64, 1, 6, 121, band_taps=taps, training=True)
-
-
+# (the cost model itself: tests/layers/test_ring_ops.py)
 def test_automatic_path_is_dense_off_cpu():
     # The cost model is calibrated on CPUs; on accelerators (cuDNN, tensor cores) the dense kernel is faster.
     conv = SREConv2d(64, 64, 9, padding=4)

@@ -9,7 +9,15 @@ import itertools
 import pytest
 import torch
 
-from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index, ring_sizes
+from monai_sre.layers.rings import (
+    OUTSIDE,
+    num_rings_default,
+    per_axis,
+    ring_index,
+    ring_sizes,
+    same_padding,
+    taps_inside,
+)
 
 X = OUTSIDE
 
@@ -88,3 +96,15 @@ def test_anisotropic_kernel_keeps_taps_meaningful():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ring_index(**kwargs)
+
+
+def test_geometry_helpers():
+    assert per_axis(3, 2, "stride") == (3, 3)
+    assert per_axis([1, 2, 3], 3) == (1, 2, 3)
+    with pytest.raises(ValueError, match=r"dilation must be one int or 2 entries .* got \[1, 2, 3\]"):
+        per_axis([1, 2, 3], 2, "dilation")
+    assert same_padding((3, 5, 9), (1, 2, 3)) == (1, 4, 12)
+    # 5x5: the 4 corners lie outside the circle; 9x9: 12 corner taps (see EXPECTED_2D)
+    assert taps_inside(5, 2) == 21
+    assert taps_inside(9, 2) == 81 - 12
+    assert taps_inside((3, 5), 2) == int((ring_index((3, 5), 2) != OUTSIDE).sum())
