@@ -5,20 +5,21 @@
 """Network benchmark: sre_resnet18 vs sre-conv 1.0.2, gmr-conv 1.0.3 and MONAI's resnet18 (2D and 3D), preceded by the
 layer table of ``benchmarks/layers.py`` with the path each SRE layer takes.
 
-Prints, in one run and as ratios, training-step and inference throughput and peak training memory. Same as
-``monai-sre benchmark --suite all``; ``--suite networks`` skips the layer table. The code lives in
-:mod:`monai_sre.benchmarking`; results and the machine they came from are in benchmarks/README.md.
+Prints, in one run and as ratios, training-step and inference throughput and peak training memory; ``--suite
+networks`` skips the layer table. The code lives in ``benchmarks/suite.py``; results and the machine they came from
+are in benchmarks/README.md.
 
-Usage: ``python benchmarks/networks.py [--dims 2 3] [--repeats 3] [--out networks.md] [--json networks.json]``
+Usage: ``python benchmarks/networks.py [--suite all|networks|layers] [--dims 2 3] [--repeats 3] [--device cpu]
+[--threads N] [--out networks.md] [--json networks.json]``
 """
 
 from __future__ import annotations
 
 import sys
 
-from monai_sre.cli import main
+from suite import main  # this script's own folder, benchmarks/, is first on the import path
 
 __all__: list[str] = []
 
 if __name__ == "__main__":
-    sys.exit(main(["benchmark", "--suite", "all", *sys.argv[1:]]))
+    sys.exit(main())

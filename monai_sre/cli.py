@@ -336,68 +336,6 @@ def _predict_check_output(output: str) -> None:
         raise ValueError(f"--output {output}: cannot write a file there ({existing} is not a folder)")
 
 
-# --- benchmark (monai_sre.benchmarking) ------------------------------------------------------------------------
-
-
-@_command(
-    "benchmark",
-    "time SRE layers and networks against dense convolutions, sre-conv 1.0.2, gmr-conv 1.0.3 and MONAI's ResNet-18 "
-    "(throughput and peak memory, as ratios); prints Markdown tables",
-)
-def _args_benchmark(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", choices=("layers", "networks", "all"), default="all", help="what to run (default all)")
-    p.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2, 3], help="dimensionalities (default 2 3)")
-    p.add_argument("--repeats", type=int, help="timed rounds, median reported (default 5 for layers, 3 for networks)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
-    p.add_argument("--out", metavar="FILE.md", help="also write the Markdown report to FILE.md")
-    p.add_argument("--json", metavar="FILE.json", help="also write the raw timings to FILE.json")
-
-
-@_args_benchmark
-def _run_benchmark(args: argparse.Namespace) -> int:
-    import json
-    import os
-    import shlex
-    import tempfile
-    from pathlib import Path
-
-    import torch
-
-    from monai_sre.benchmarking import run_benchmarks
-
-    if args.repeats is not None and args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    for option, target in (("--out", args.out), ("--json", args.json)):
-        if target is not None and not Path(target).resolve().parent.is_dir():
-            raise FileNotFoundError(f"{option} {target}: folder {Path(target).resolve().parent} does not exist")
-    prog = sys.argv[0]  # recorded in the report: `monai-sre benchmark ...` or `python benchmarks/networks.py ...`
-    command = shlex.join((["python", prog] if prog.endswith(".py") else [Path(prog).name]) + sys.argv[1:])
-    report, raw = run_benchmarks(
-        args.suite, args.dims, args.repeats, args.device, command,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )  # fmt: skip
-    print(report)
-    for target, text in ((args.out, report), (args.json, json.dumps(raw, indent=2) if args.json else None)):
-        if target is None:
-            continue
-        # write next to the target and rename, so an earlier report is never left half-written
-        fd, tmp = tempfile.mkstemp(dir=Path(target).resolve().parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        print(f"written to {Path(target).resolve()}", file=sys.stderr)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``monai-sre`` argument parser with every registered sub-command.
 
@@ -407,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monai-sre",
         description="SRE-Conv (rotation-equivariant convolution) for MONAI: data preparation, rotation-robustness "
-        "evaluation, clinical inference and benchmarks.",
+        "evaluation and clinical inference (benchmarks: python benchmarks/networks.py in a source checkout).",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -20,19 +20,26 @@ reported, since other processes sharing the CPU slow some rounds down. Contestan
 ``slow_seconds`` get one timed round (the relative noise of such long steps is small).
 
 The baselines need ``pip install "monai-sre[bench]"`` (sre-conv, gmr-conv, torchio, torchvision).
+
+This file is benchmark tooling, not part of the installed package: ``benchmarks/layers.py`` and
+``benchmarks/networks.py`` run it (:func:`main`), and the network suite runs this file again as its worker processes
+(``python suite.py --worker SPEC``), which import ``monai_sre`` from the same environment as the driver.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
 import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_sre.layers.sre_conv import SREConv
+from monai_sre.layers import SREConv
 from monai_sre.networks import sre_resnet18
 
 __all__ = [
@@ -59,6 +66,7 @@ __all__ = [
     "networks_markdown",
     "machine_summary",
     "run_benchmarks",
+    "main",
 ]
 
 #: ``(channels, spatial size, kernel size)`` of the conv layers of SRE-ResNet-18's four stages.
@@ -361,8 +369,8 @@ def _peak_resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _worker_main() -> None:
-    """Worker process: build one network from the JSON spec in ``argv[1]`` and answer the driver's commands read from
+def _worker_main(spec_json: str) -> None:
+    """Worker process: build one network from the JSON ``spec_json`` and answer the driver's commands read from
     stdin (``train``, ``infer``, ``memory``, ``stop``), one JSON line per answer on stdout."""
 
     def answer(status: str, value: Any) -> None:
@@ -370,7 +378,7 @@ def _worker_main() -> None:
         sys.stdout.flush()
 
     try:
-        spec = json.loads(sys.argv[1])
+        spec = json.loads(spec_json)
         case = spec["case"]
         torch.set_num_threads(spec["threads"])
         dev = torch.device(spec["device"])
@@ -420,13 +428,10 @@ class _Worker:
     def __init__(self, model: str, case: NetworkCase, device: str, threads: int) -> None:
         self.model = model
         spec = json.dumps({"model": model, "case": asdict(case), "device": device, "threads": threads})
-        env = dict(os.environ)
-        # The worker must import this very package, also when it is used from a source checkout.
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        code = "from monai_sre.benchmarking import _worker_main; _worker_main()"
+        # This file, run as a script in the driver's interpreter and environment.
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, str(Path(__file__).resolve()), "--worker", spec], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
         )
 
     def ask(self, command: str | None) -> Any:
@@ -479,8 +484,8 @@ def benchmark_networks(
 
     Each network lives in its own worker process (a fresh interpreter), so its memory is measured alone; the driver
     runs one warm-up training step and inference per worker, then ``repeats`` rounds that interleave the workers (a
-    training step and an inference each), then asks every worker for its peak memory. A training step is SGD (momentum 0.9)
-    on a cross-entropy loss of a random batch.
+    training step and an inference each), then asks every worker for its peak memory. A training step is SGD
+    (momentum 0.9) on a cross-entropy loss of a random batch.
 
     Args:
         cases: the comparisons; None runs :data:`NETWORK_CASES`.
@@ -645,3 +650,77 @@ def run_benchmarks(
         )
         parts.append(networks_markdown(raw["networks"]))
     return "\n".join(parts), raw
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def _parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Time SRE layers and networks against dense convolutions, sre-conv 1.0.2, gmr-conv 1.0.3 and "
+        "MONAI's ResNet-18 (throughput and peak memory, as ratios); prints Markdown tables.",
+    )
+    p.add_argument("--suite", choices=("layers", "networks", "all"), default="all", help="what to run (default all)")
+    p.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2, 3], help="dimensionalities (default 2 3)")
+    p.add_argument("--repeats", type=int, help="timed rounds, median reported (default 5 for layers, 3 for networks)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    p.add_argument("--out", metavar="FILE.md", help="also write the Markdown report to FILE.md")
+    p.add_argument("--json", metavar="FILE.json", help="also write the raw timings to FILE.json")
+    return p
+
+
+def _write(target: str, text: str) -> None:
+    # write next to the target and rename, so an earlier report is never left half-written
+    fd, tmp = tempfile.mkstemp(dir=Path(target).resolve().parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run the benchmarks from command-line arguments, print the report and optionally write it.
+
+    Args:
+        argv: the arguments (see ``--help``); None reads ``sys.argv[1:]``.
+        prog: the command recorded in the report; None uses the running script's name.
+
+    Returns:
+        the exit status: 0 on success, 2 for bad arguments (with the reason on stderr).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or f"python {os.path.relpath(sys.argv[0])}"
+    args = _parser(prog).parse_args(argv)
+    problem = None
+    if args.repeats is not None and args.repeats < 1:
+        problem = f"--repeats must be >= 1, got {args.repeats}"
+    elif args.threads is not None and args.threads < 1:
+        problem = f"--threads must be >= 1, got {args.threads}"
+    for option, target in (("--out", args.out), ("--json", args.json)):
+        if problem is None and target is not None and not Path(target).resolve().parent.is_dir():
+            problem = f"{option} {target}: folder {Path(target).resolve().parent} does not exist"
+    if problem is not None:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    report, raw = run_benchmarks(
+        args.suite, args.dims, args.repeats, args.device, shlex.join([*prog.split(), *argv]),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(report)
+    for target, text in ((args.out, report), (args.json, json.dumps(raw, indent=2) if args.json else None)):
+        if target is not None:
+            _write(target, text)
+            print(f"written to {Path(target).resolve()}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        _worker_main(sys.argv[2])
+    else:
+        sys.exit(main())

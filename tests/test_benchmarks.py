@@ -2,22 +2,27 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The benchmark suites on tiny shapes: what they measure, how they report it, and how they fail."""
+"""The benchmark suites (``benchmarks/suite.py``) on tiny shapes: what they measure, how they report it, and how they
+fail. Tests marked ``bench`` need the ``bench`` extra's baselines and skip with the reason without them."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-import monai_sre.benchmarking as bench
-from monai_sre.cli import main
+from benchmarks import suite as bench
 from monai_sre.layers.sre_conv import SREConv
 
-_TINY_SHAPES = {2: [(8, 8, 9), (16, 4, 5)], 3: [(4, 6, 5)]}
+_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+# 4 channels with a 3x3 kernel take the dense path in training, the others the decomposed one.
+_TINY_SHAPES = {2: [(8, 8, 9), (16, 4, 5), (4, 6, 3)], 3: [(4, 6, 5)]}
 _TINY_BATCH = {2: 2, 3: 1}
 
 
@@ -67,15 +72,19 @@ def test_build_network_rejects_unsupported_configurations(args, match):
 def test_layer_suite_rows_and_table():
     rows = bench.benchmark_layers((2, 3), repeats=2, shapes=_TINY_SHAPES, batch=_TINY_BATCH)
     assert [(r["dims"], r["channels"], r["size"], r["kernel"]) for r in rows] == [
-        (2, 8, 8, 9), (2, 16, 4, 5), (3, 4, 6, 5)
+        (2, 8, 8, 9), (2, 16, 4, 5), (2, 4, 6, 3), (3, 4, 6, 5)
     ]  # fmt: skip
     for row in rows:
         names = {"SREConv", "SREConv dense", f"nn.Conv {row['kernel']}", "nn.Conv 3", "sre-conv 1.0.2"}
         assert set(row["train_ms"]) == set(row["infer_ms"]) == names
         assert all(math.isfinite(v) and v > 0 for v in [*row["train_ms"].values(), *row["infer_ms"].values()])
         assert set(row["rounds"].values()) == {2}
+        # the path a training step of that layer really takes, seen in its autograd graph
         conv = SREConv(row["dims"], row["channels"], row["channels"], row["kernel"], bias=False)
-        assert row["path"] == ("decomposed" if conv.use_decomposed() else "dense")
+        x = torch.randn(1, row["channels"], *([row["size"]] * row["dims"]))
+        taken = type(conv(x).grad_fn).__name__
+        assert row["path"] == ("decomposed" if taken.startswith("RingDecomposedConv") else "dense"), taken
+    assert {r["path"] for r in rows} == {"dense", "decomposed"}
     table = bench.layers_markdown(rows)
     lines = [line for line in table.splitlines() if line.startswith("| 2D 8ch@8^2, k=9")]
     assert len(lines) == 2  # training and inference
@@ -131,8 +140,8 @@ def test_cli_writes_report_and_json(tmp_path, monkeypatch, capsys):
     (tmp_path / "report.md").write_text("an earlier report")
     threads = torch.get_num_threads()
     try:
-        rc = main(["benchmark", "--suite", "layers", "--dims", "2", "--repeats", "1", "--threads", "1",
-                   "--out", str(out), "--json", str(raw)])  # fmt: skip
+        rc = bench.main(["--suite", "layers", "--dims", "2", "--repeats", "1", "--threads", "1",
+                         "--out", str(out), "--json", str(raw)], prog="python benchmarks/layers.py")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -140,6 +149,7 @@ def test_cli_writes_report_and_json(tmp_path, monkeypatch, capsys):
     report = out.read_text()
     assert report.strip() == printed.strip()
     assert re.search(r"^Machine: .*torch threads 1", report, re.MULTILINE)
+    assert "Command: `python benchmarks/layers.py --suite layers --dims 2 --repeats 1" in report
     assert "| 2D 8ch@8^2, k=5 |" in report and "3D" not in report.split("Layer forward")[1]
     data = json.loads(raw.read_text())
     assert data["networks"] == [] and len(data["layers"]) == 1 and data["layers"][0]["kernel"] == 5
@@ -155,5 +165,25 @@ def test_cli_writes_report_and_json(tmp_path, monkeypatch, capsys):
     ],
 )
 def test_cli_bad_arguments(argv, message, capsys):
-    assert main(["benchmark", "--suite", "layers", *argv]) == 2
+    assert bench.main(["--suite", "layers", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["layers.py", "networks.py"])
+def test_scripts_run_the_suite(script):
+    # The scripts import the suite from their own folder; a bad argument stops them before any timing.
+    done = subprocess.run([sys.executable, str(_BENCHMARKS / script), "--repeats", "0"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"{script}: error: --repeats must be >= 1, got 0" in done.stderr
+
+
+def test_benchmarks_are_not_in_the_installed_package():
+    # Benchmark tooling (third-party networks, /proc, subprocesses) lives in benchmarks/, not in monai_sre.
+    import monai_sre
+    from monai_sre.cli import build_parser
+
+    assert not (Path(monai_sre.__file__).parent / "benchmarking.py").exists()
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["benchmark"])
