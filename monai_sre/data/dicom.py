@@ -49,7 +49,7 @@ from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-__all__ = ["write_dicom_image", "write_dicom_series", "SOP_CLASS_UIDS", "TEMP_MARKER"]
+__all__ = ["write_dicom_image", "write_dicom_series", "SOP_CLASS_UIDS", "TEMP_MARKER", "DICOM_ENCODERS"]
 
 #: SOP class written for each supported modality (Secondary Capture for anything that is not CT or MR).
 SOP_CLASS_UIDS = {
@@ -58,8 +58,10 @@ SOP_CLASS_UIDS = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
 }
 
-# Write every file through pydicom's ``dcmwrite`` instead of ``_Template`` (same bytes, ~10x slower); for tests.
-_USE_PYDICOM_WRITER = False
+#: Encoders of :func:`write_dicom_image` / :func:`write_dicom_series`: ``"template"`` encodes the elements shared by
+#: a series once and only the per-file ones for every file; ``"pydicom"`` writes every file with pydicom's
+#: ``dcmwrite`` (the same bytes, about 10 times slower; the reference the tests compare against).
+DICOM_ENCODERS = ("template", "pydicom")
 
 #: Infix of the temporary names used while writing (``.<final name>.tmp-<random>``). Exports remove stale ones.
 TEMP_MARKER = ".tmp-"
@@ -255,9 +257,10 @@ class _Template:
     that the files are byte-identical to ``dcmwrite(..., enforce_file_format=True)``.
     """
 
-    def __init__(self, ds: Dataset, pixel_vr: str):
+    def __init__(self, ds: Dataset, pixel_vr: str, encoder: str = "template"):
         self.ds = ds
         self.pixel_vr = pixel_vr
+        self.encoder = encoder
         meta = FileMetaDataset(ds.file_meta)
         meta.MediaStorageSOPInstanceUID = "1.2"  # placeholder: pydicom completes the standard elements around it
         write_file_meta_info(DicomBytesIO(), meta, enforce_standard=True)
@@ -293,7 +296,7 @@ class _Template:
         return b"".join(parts)
 
     def write(self, path: Path, values: dict[str, str], pixels: np.ndarray) -> None:
-        if _USE_PYDICOM_WRITER:
+        if self.encoder == "pydicom":
             ds = copy.deepcopy(self.ds)
             for tag, keyword, vr in _VARIABLE:
                 value = values[keyword]
@@ -308,9 +311,11 @@ class _Template:
 
 
 @functools.lru_cache(maxsize=16)
-def _template(*args) -> _Template:
-    """The cached ``_Template`` for ``_constant_dataset(*args)`` (the pixel VR is ``args[3][2]``)."""
-    return _Template(_constant_dataset(*args), args[3][2])
+def _template(encoder: str, *args) -> _Template:
+    """The cached ``_Template`` for ``_constant_dataset(*args)`` (the pixel VR is ``args[3][2]``) and ``encoder``."""
+    if encoder not in DICOM_ENCODERS:
+        raise ValueError(f"encoder must be one of {DICOM_ENCODERS}, got {encoder!r}")
+    return _Template(_constant_dataset(*args), args[3][2], encoder)
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -353,6 +358,7 @@ def write_dicom_image(
     rescale_slope: float | None = None,
     rescale_intercept: float | None = None,
     overwrite: bool = True,
+    encoder: str = "template",
 ) -> Path:
     """Write one 2D image as one DICOM file, atomically (temporary file, then rename).
 
@@ -377,13 +383,14 @@ def write_dicom_image(
             them, return float32 data.
         rescale_intercept: RescaleIntercept; omitted unless given, or 0 for CT.
         overwrite: replace an existing file. If False, an existing ``path`` raises ``FileExistsError``.
+        encoder: one of :data:`DICOM_ENCODERS`; both write the same bytes.
 
     Returns:
         the path written.
 
     Raises:
         TypeError: for an unsupported pixel type.
-        ValueError: for a shape that is neither ``(H, W)`` nor ``(H, W, 3)``, or bad spacing.
+        ValueError: for a shape that is neither ``(H, W)`` nor ``(H, W, 3)``, bad spacing or an unknown encoder.
     """
     image = np.asarray(image)
     rgb = image.ndim == 3 and image.shape[-1] == 3
@@ -398,6 +405,7 @@ def write_dicom_image(
         uid_seed, study_uid, series_uid, patient_id, patient_name, study_description, series_description
     )
     template = _template(
+        encoder,
         image.shape[1],
         image.shape[0],
         rgb,
@@ -443,6 +451,7 @@ def write_dicom_series(
     rescale_intercept: float | None = None,
     file_pattern: str = "slice_{:04d}.dcm",
     overwrite: bool = False,
+    encoder: str = "template",
 ) -> list[Path]:
     """Write a 3D volume as a DICOM series folder, one file per slice along axis 2, atomically.
 
@@ -475,13 +484,14 @@ def write_dicom_series(
             with ``rescale_intercept=-1024``.
         file_pattern: file name of slice ``k`` (0-based), ``file_pattern.format(k)``.
         overwrite: replace an existing ``folder`` (the old one is removed only after the new one is in place).
+        encoder: one of :data:`DICOM_ENCODERS`; both write the same bytes.
 
     Returns:
         the slice files, in slice order.
 
     Raises:
         TypeError: for an unsupported pixel type.
-        ValueError: for an array that is not 3D, or bad spacing.
+        ValueError: for an array that is not 3D, bad spacing or an unknown encoder.
         FileExistsError: if ``folder`` exists and ``overwrite`` is False.
     """
     volume = np.asarray(volume)
@@ -496,6 +506,7 @@ def write_dicom_series(
         uid_seed, study_uid, series_uid, patient_id, patient_name, study_description, series_description
     )
     template = _template(
+        encoder,
         volume.shape[1],
         volume.shape[0],
         False,

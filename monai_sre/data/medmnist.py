@@ -8,10 +8,11 @@ Data root. :func:`resolve_data_root` picks the folder holding the ``.npz`` files
 ``root`` argument if given, else the ``MONAI_SRE_DATA_ROOT`` environment variable, else medmnist's own default
 cache (``~/.medmnist``). File names follow medmnist 3.x: ``{flag}.npz`` for size 28 and ``{flag}_{size}.npz``
 otherwise. Every flag and size that ``medmnist.INFO`` lists is known: 28/64/128/224 for 2D, 28/64 for 3D.
-Every file is checked against the MD5 in ``medmnist.INFO`` before use. The check is cached per path, size and
-mtime, so repeated loads in one process hash a file once. A missing file is downloaded through medmnist's own
-downloader when ``download=True`` and the network allows. When the download fails (offline), the error names the
-file, its expected MD5, its URL and the folder to put it in.
+Every file is checked against the MD5 in ``medmnist.INFO`` before use (``verify=True``; nothing is cached between
+calls, so a caller reading several splits checks once and passes ``verify=False`` after that). A missing file is
+downloaded from its URL in ``medmnist.INFO`` (the one medmnist's own downloader uses) when ``download=True`` and the
+network allows, with a timeout on that connection (:data:`DOWNLOAD_TIMEOUT_S`). When the download fails (offline),
+the error names the file, its expected MD5, its URL and the folder to put it in.
 
 Orientation convention (one convention for npz, NIfTI and DICOM; rotation results depend on it): the array MONAI
 gives back equals the npz array, axes in the same order. ``LoadImage`` + ``EnsureChannelFirst`` of an exported
@@ -27,10 +28,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import tempfile
-import threading
-import types
+import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -224,26 +223,18 @@ def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(DEFAULT_ROOT) if DEFAULT_ROOT else Path("~/.medmnist").expanduser()
 
 
-_MD5_CACHE: dict[tuple[str, int, int, int], str] = {}
-_MD5_LOCK = threading.Lock()
-
-
 def file_md5(path: str | os.PathLike) -> str:
-    """MD5 hex digest of a file, cached per (real path, size, mtime, inode) within the process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-    with _MD5_LOCK:
-        if key in _MD5_CACHE:
-            return _MD5_CACHE[key]
+    """MD5 hex digest of a file (read in 1 MiB blocks).
+
+    Every call reads the file: nothing is cached between calls. Code that reads several splits of one file checks
+    it once (:func:`locate`) and passes ``verify=False`` to the readers after that, as :func:`export_medmnist
+    <monai_sre.data.export.export_medmnist>` does.
+    """
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    value = digest.hexdigest()
-    with _MD5_LOCK:
-        _MD5_CACHE[key] = value
-    return value
+    return digest.hexdigest()
 
 
 def _where_to_put(info: MedMNISTInfo, root: Path) -> str:
@@ -271,8 +262,8 @@ def _verify(path: Path, info: MedMNISTInfo) -> None:
         )
 
 
-def _download(info: MedMNISTInfo, root: Path) -> None:
-    """Download ``info.filename`` into ``root`` with medmnist's downloader, via a temporary folder and a rename."""
+def _download(info: MedMNISTInfo, root: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+    """Download ``info.filename`` from ``info.url`` into ``root``, via a temporary folder, an MD5 check and a rename."""
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -282,33 +273,18 @@ def _download(info: MedMNISTInfo, root: Path) -> None:
     except OSError as e:
         raise _missing_error(info, root, f"the folder is not writable to download it into ({e})") from e
     try:
-        from medmnist.dataset import MedMNIST
-
-        # medmnist's own downloader (torchvision's download_url with the INFO url and MD5), an instance method
-        # that only reads these four attributes; building a dataset instead would load the whole split.
-        target = types.SimpleNamespace(
-            flag=info.flag,
-            size_flag="" if info.size == 28 else f"_{info.size}",
-            info=_info_table()[info.flag],
-            root=str(tmp),
-        )
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        if not info.url:
+            raise _missing_error(info, root, "medmnist.INFO gives no URL to download it from")
+        # The URL medmnist's own downloader uses (medmnist.INFO); a timeout on this connection only, so a stalled
+        # download fails instead of hanging, without touching the process-wide socket default. The MD5 is checked
+        # below, before the file takes its final name.
         try:
-            MedMNIST.download(target)
-        except Exception as e:
-            cause = e.__context__ or e
-            raise _missing_error(
-                info,
-                root,
-                f"downloading it failed (offline? {type(cause).__name__}: "
-                f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''})",
-            ) from e
-        finally:
-            socket.setdefaulttimeout(previous)
+            with urllib.request.urlopen(info.url, timeout=timeout) as response, open(tmp / info.filename, "wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+        except OSError as e:  # URLError, HTTPError, timeouts and connection errors are all OSErrors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise _missing_error(info, root, f"downloading it failed (offline? {type(e).__name__}: {first})") from e
         got = tmp / info.filename
-        if not got.is_file():
-            raise _missing_error(info, root, "the download produced no file")
         _verify(got, info)
         os.replace(got, root / info.filename)
     finally:
@@ -325,7 +301,7 @@ def locate(
         size: 28, 64, 128 or 224 (28 or 64 for 3D flags).
         root: data root; see :func:`resolve_data_root`.
         download: download a missing file through medmnist. If False, a missing file raises at once.
-        verify: check the MD5 against ``medmnist.INFO`` (cached per path/size/mtime).
+        verify: check the MD5 against ``medmnist.INFO`` (reads the whole file on every call).
 
     Raises:
         ValueError: unknown flag or size.

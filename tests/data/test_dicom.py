@@ -32,26 +32,23 @@ def _files(folder):
         (np.int8, (3, 5, 2), {"spacing": (0.7031249999, 0.5, 2.5), "origin": (1.5, -2.0, 3.25)}),
     ],
 )
-def test_fast_writer_gives_the_bytes_pydicom_writes(tmp_path, monkeypatch, dtype, shape, kwargs):
+def test_fast_writer_gives_the_bytes_pydicom_writes(tmp_path, dtype, shape, kwargs):
     info = np.iinfo(dtype)
     volume = np.random.default_rng(0).integers(info.min, info.max, shape, endpoint=True).astype(dtype)
     image = volume[:, :, 0]
+    spacing2d = {k: v[:2] if k == "spacing" else v for k, v in kwargs.items()}
     write_dicom_series(volume, tmp_path / "fast", uid_seed="s", **kwargs)
-    write_dicom_image(
-        image, tmp_path / "fast.dcm", uid_seed="s", **{k: v[:2] if k == "spacing" else v for k, v in kwargs.items()}
-    )
-    monkeypatch.setattr(dicom_module, "_USE_PYDICOM_WRITER", True)
-    write_dicom_series(volume, tmp_path / "ref", uid_seed="s", **kwargs)
-    write_dicom_image(
-        image, tmp_path / "ref.dcm", uid_seed="s", **{k: v[:2] if k == "spacing" else v for k, v in kwargs.items()}
-    )
+    write_dicom_image(image, tmp_path / "fast.dcm", uid_seed="s", **spacing2d)
+    write_dicom_series(volume, tmp_path / "ref", uid_seed="s", encoder="pydicom", **kwargs)
+    write_dicom_image(image, tmp_path / "ref.dcm", uid_seed="s", encoder="pydicom", **spacing2d)
     assert _files(tmp_path / "fast") == _files(tmp_path / "ref")
     assert (tmp_path / "fast.dcm").read_bytes() == (tmp_path / "ref.dcm").read_bytes()
     rgb = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    write_dicom_image(rgb, tmp_path / "rgb_ref.dcm", uid_seed="r")
-    monkeypatch.setattr(dicom_module, "_USE_PYDICOM_WRITER", False)
+    write_dicom_image(rgb, tmp_path / "rgb_ref.dcm", uid_seed="r", encoder="pydicom")
     write_dicom_image(rgb, tmp_path / "rgb_fast.dcm", uid_seed="r")
     assert (tmp_path / "rgb_fast.dcm").read_bytes() == (tmp_path / "rgb_ref.dcm").read_bytes()
+    with pytest.raises(ValueError, match=r"encoder must be one of \('template', 'pydicom'\), got 'gdcm'"):
+        write_dicom_image(rgb, tmp_path / "bad.dcm", encoder="gdcm")
 
 
 def test_ct_sized_int16_series_round_trip(tmp_path):

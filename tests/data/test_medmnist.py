@@ -6,14 +6,16 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import socket
+import urllib.error
 import zipfile
 from pathlib import Path
 
 import medmnist
 import numpy as np
 import pytest
-from medmnist.dataset import MedMNIST
 from medmnist.info import INFO
 
 import monai_sre.data.medmnist as mm
@@ -131,21 +133,18 @@ def test_multi_label_tasks_keep_all_labels(fake_chestmnist):
     assert images.shape == (3, 28, 28) and labels.shape == (3, 14) and labels.dtype == np.int64
 
 
-def test_md5_is_checked_and_cached(data_root, tmp_path, monkeypatch):
+def test_md5_is_checked_unless_verify_is_false(data_root, monkeypatch):
     path = locate("breastmnist", root=data_root, download=False)
     assert path == data_root / "breastmnist.npz" and file_md5(path) == INFO["breastmnist"]["MD5"]
 
-    def no_rehash(*args, **kwargs):
-        raise AssertionError("the MD5 of an unchanged file was computed twice")
+    def no_hash(*args, **kwargs):
+        raise AssertionError("hashed")
 
-    monkeypatch.setattr(mm.hashlib, "md5", no_rehash)
-    for _ in range(3):
+    monkeypatch.setattr(mm.hashlib, "md5", no_hash)
+    assert locate("breastmnist", root=data_root, download=False, verify=False) == path
+    load_labels("breastmnist", "val", root=data_root, verify=False)
+    with pytest.raises(AssertionError, match="hashed"):  # no cache: every check reads the file
         locate("breastmnist", root=data_root, download=False)
-    # A changed file (size/mtime) is hashed again.
-    copy = tmp_path / "breastmnist.npz"
-    shutil.copyfile(path, copy)
-    with pytest.raises(AssertionError, match="computed twice"):
-        locate("breastmnist", root=tmp_path, download=False)
 
 
 def test_md5_mismatch_names_the_expected_md5(data_root, tmp_path):
@@ -182,10 +181,10 @@ def test_corrupt_npz_is_reported(data_root, tmp_path):
 
 
 def test_missing_file_offline_names_file_md5_and_place(tmp_path, monkeypatch):
-    def offline(self):  # what medmnist raises when the download fails
-        raise RuntimeError("Automatic download failed!") from OSError("<urlopen error Name or service not known>")
+    def offline(url, timeout=None):  # what urllib raises without a network
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(MedMNIST, "download", offline)
+    monkeypatch.setattr(mm.urllib.request, "urlopen", offline)
     root = tmp_path / "data"
     with pytest.raises(MedMNISTMissingError) as err:
         locate("adrenalmnist3d", 64, root=root)
@@ -202,25 +201,25 @@ def test_missing_file_offline_names_file_md5_and_place(tmp_path, monkeypatch):
         load_split("breastmnist", "val", root=tmp_path / "empty", download=False)
 
 
-def test_download_goes_through_medmnist_and_is_verified(tmp_path, monkeypatch, data_root):
+def test_download_uses_the_medmnist_url_with_a_timeout_and_is_verified(tmp_path, monkeypatch, data_root):
     calls = []
 
-    def fake_download(self, content=None):  # medmnist's downloader writes {flag}{size_flag}.npz into self.root
-        calls.append((self.flag, self.size_flag, self.info["url"]))
-        shutil.copyfile(data_root / "breastmnist.npz", Path(self.root) / f"{self.flag}{self.size_flag}.npz")
+    def fake_urlopen(url, timeout=None):  # the network, replaced by the verified local file
+        calls.append((url, timeout))
+        return open(data_root / "breastmnist.npz", "rb")
 
-    monkeypatch.setattr(MedMNIST, "download", fake_download)
+    monkeypatch.setattr(mm.urllib.request, "urlopen", fake_urlopen)
+    default_timeout = socket.getdefaulttimeout()
     root = tmp_path / "new" / "root"
     images, _ = load_split("breastmnist", "val", root=root)
-    assert images.shape == (78, 28, 28) and calls == [("breastmnist", "", INFO["breastmnist"]["url"])]
+    assert images.shape == (78, 28, 28) and calls == [(INFO["breastmnist"]["url"], mm.DOWNLOAD_TIMEOUT_S)]
+    assert socket.getdefaulttimeout() == default_timeout  # the process-wide default is left alone
     assert sorted(p.name for p in root.iterdir()) == ["breastmnist.npz"]
     load_split("breastmnist", "test", root=root)
     assert len(calls) == 1  # present now: no second download
 
     # A download with the wrong content is rejected and not kept.
-    monkeypatch.setattr(
-        MedMNIST, "download", lambda self: (Path(self.root) / f"{self.flag}.npz").write_bytes(b"not the data")
-    )
+    monkeypatch.setattr(mm.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"not the data"))
     with pytest.raises(MedMNISTChecksumError, match="expects 0744692d530f8e62ec473284d019b0c7"):
         locate("dermamnist", root=root)
     assert sorted(p.name for p in root.iterdir()) == ["breastmnist.npz"]
