@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from medmnist.dataset import MedMNIST
 from medmnist.info import INFO
 from monai.data import load_decathlon_datalist
 
@@ -289,7 +289,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, data_root, monkeyp
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(MedMNISTChecksumError, match=r"expects bd4c0672f1bba3e3a89f0e4e876791e4"):
         export_medmnist("retinamnist", out, root=bad_root, progress=False)
-    monkeypatch.setattr(MedMNIST, "download", lambda self: (_ for _ in ()).throw(RuntimeError("offline")))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(MedMNISTMissingError, match=r"adrenalmnist3d_64.npz .*17721accfe9fb005146a47d33bc54b2f"):
         export_medmnist("adrenalmnist3d", out, size=64, root=bad_root, progress=False)
     _nothing_written(tmp_path / "new")
