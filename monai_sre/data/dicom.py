@@ -36,9 +36,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import shutil
 import struct
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +46,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
+
+from monai_sre.io.files import TEMP_MARKER, atomic_folder, atomic_path
 
 __all__ = ["write_dicom_image", "write_dicom_series", "SOP_CLASS_UIDS", "TEMP_MARKER", "DICOM_ENCODERS"]
 
@@ -63,8 +63,6 @@ SOP_CLASS_UIDS = {
 #: ``dcmwrite`` (the same bytes, about 10 times slower; the reference the tests compare against).
 DICOM_ENCODERS = ("template", "pydicom")
 
-#: Infix of the temporary names used while writing (``.<final name>.tmp-<random>``). Exports remove stale ones.
-TEMP_MARKER = ".tmp-"
 
 # pixel dtype -> (BitsAllocated, PixelRepresentation, VR of PixelData)
 _PIXEL_FORMATS = {
@@ -318,20 +316,6 @@ def _template(encoder: str, *args) -> _Template:
     return _Template(_constant_dataset(*args), args[3][2], encoder)
 
 
-def _temp_sibling(path: Path) -> Path:
-    return path.parent / f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
 def _check_spacing(spacing: Sequence[float], n: int) -> tuple[float, ...]:
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != n or not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -421,14 +405,8 @@ def write_dicom_image(
     values = {**series, **_file_values(_sop_uid(uid_seed, 0), instance_number, (-ox, -oy, oz))}
     pixels = image.transpose(1, 0, 2) if rgb else image.T  # pydicom's (rows, columns[, samples]) order
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
+    with atomic_path(path, durable=False) as tmp:  # exports write thousands: a re-run checks them, no fsync each
         template.write(tmp, values, pixels)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     return path
 
 
@@ -524,25 +502,8 @@ def write_dicom_series(
     if len(set(names)) != len(names):
         raise ValueError(f"file_pattern {file_pattern!r} gives the same name to several slices")
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(folder)
-    old = None
-    try:
-        tmp.mkdir()
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
         for k, name in enumerate(names):
             values = {**series, **_file_values(_sop_uid(uid_seed, k), k + 1, (-ox, -oy, oz + k * spacing[2]))}
             template.write(tmp / name, values, slices[k])
-        if folder.exists():  # overwrite: move the old series aside, then swap in the new one
-            old = _temp_sibling(folder)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    except BaseException:
-        _remove(tmp)
-        if old is not None and not folder.exists():
-            os.replace(old, folder)  # put the old series back
-            old = None
-        raise
-    finally:
-        if old is not None:
-            _remove(old)
     return [folder / name for name in names]

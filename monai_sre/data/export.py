@@ -32,18 +32,16 @@ work done.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from monai_sre.data.dicom import TEMP_MARKER, write_dicom_image, write_dicom_series
+from monai_sre.data.dicom import write_dicom_image, write_dicom_series
 from monai_sre.data.medmnist import (
     SPLITS,
     MedMNISTInfo,
@@ -53,6 +51,7 @@ from monai_sre.data.medmnist import (
     dataset_info,
     locate,
 )
+from monai_sre.io.files import atomic_path, folder_lock, is_temporary, write_json
 
 __all__ = [
     "FORMATS",
@@ -146,15 +145,8 @@ def write_nifti(
     image.header.set_xyzt_units("mm")
     if description:
         image.header["descrip"] = description[:80].encode("ascii", "replace")
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}{suffix}"
-    try:
+    with atomic_path(path, durable=False) as tmp:  # a re-run checks every file: no fsync per sample
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -187,15 +179,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.parent / f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_json(path, value, indent=1)
 
 
 def _identity(info: MedMNISTInfo, fmt: str) -> dict:
@@ -320,30 +304,7 @@ def _claim(out_dir: Path, identity: dict) -> None:
 
 
 def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and (TEMP_MARKER in name or name.startswith(".write-test-"))
-
-
-@contextlib.contextmanager
-def _folder_lock(out_dir: Path):
-    """Hold an exclusive ``flock`` on ``out_dir`` (e.g. DDP ranks exporting at once); a no-op where unsupported."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    try:
-        fd = os.open(out_dir, os.O_RDONLY)
-    except OSError:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # e.g. a file system without flock on folders
-            pass
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    return is_temporary(name) or name.startswith(".write-test-")
 
 
 def _remove_stale_temps(out_dir: Path, splits: tuple[str, ...]) -> None:
@@ -413,7 +374,7 @@ def export_medmnist(
     labels = {s: readers[s].labels()[: counts[s]] for s in splits}  # also validates the file's layout
 
     created = _prepare_out_dir(out_dir)
-    with _folder_lock(out_dir):  # one export at a time per folder; a waiting one finds the work done
+    with folder_lock(out_dir):  # one export at a time per folder; a waiting one finds the work done
         if _already_done(datalist_path, expected_export):
             return datalist_path
         try:

@@ -25,12 +25,9 @@ centre moves to ``matrix @ p``), so a test or a report can check what each trans
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +41,7 @@ from monai.networks import eval_mode
 from torch import nn
 
 from monai_sre.evaluation.metrics import check_task, medmnist_acc, medmnist_auc, scores_from_logits
+from monai_sre.io import files
 
 __all__ = [
     "AXIS_PLANES",
@@ -464,22 +462,6 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict:
     return summary
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
-    """Write through a temporary file in the target folder, then ``os.replace``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "x") on a unique name rather than mkstemp: the report gets the user's umask, not mode 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb" if binary else "x", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Write evaluation rows as CSV, atomically, with a header (:data:`CSV_FIELDS`).
 
@@ -498,16 +480,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Pat
         if missing:
             raise ValueError(f"row {i} lacks {missing}; rows must have {list(CSV_FIELDS)}")
 
-    def cell(v: Any) -> Any:
-        return "" if v is None else v
-
-    def write(f: Any) -> None:
-        writer = csv.writer(f)
-        writer.writerow(CSV_FIELDS)
-        for r in rows:
-            writer.writerow([cell(r[k]) for k in CSV_FIELDS])
-
-    return _atomic_write(path, write)
+    return files.write_csv(path, CSV_FIELDS, ([r[k] for k in CSV_FIELDS] for r in rows))
 
 
 def _json_ready(obj: Any) -> Any:
@@ -533,7 +506,7 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     Returns:
         the path written.
     """
-    return _atomic_write(path, lambda f: json.dump(_json_ready(obj), f, indent=2, allow_nan=False))
+    return files.write_json(path, _json_ready(obj))
 
 
 def plot_robustness(
@@ -587,7 +560,7 @@ def plot_robustness(
     if title:
         fig.suptitle(title)
     if path is not None:
-        _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
+        files.save_figure(fig, path, dpi=120, format="png")
     return fig
 
 
