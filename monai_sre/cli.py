@@ -282,6 +282,7 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
 @_args_predict
 def _run_predict(args: argparse.Namespace) -> int:
     from monai_sre.inference import predict, write_predictions
+    from monai_sre.io.files import escape_undecodable
 
     overrides = {
         name: value
@@ -307,17 +308,19 @@ def _run_predict(args: argparse.Namespace) -> int:
         preprocessing_overrides=overrides,
         device=args.device,
     )
+    written = write_predictions(rows, args.output) if args.output else None  # first: nothing below can lose rows
     for row in rows:
         series = f" [{row['series_uid']}]" if row["series_uid"] else ""
         if row["status"] == "ok":
             spread = f", rotation spread {row['rotation_spread']:.2e}" if args.rotation_check else ""
             prob = [v for k, v in row.items() if k.startswith("prob_")][row["pred_index"]]
-            print(f"ok     {row['path']}{series}: {row['pred_label']} (class {row['pred_index']}, p={prob:.3f}{spread})")
+            line = f"ok     {row['path']}{series}: {row['pred_label']} (class {row['pred_index']}, p={prob:.3f}{spread})"
         else:
-            print(f"error  {row['error']}{series}")
+            line = f"error  {row['error']}{series}"
+        print(escape_undecodable(line))  # a file name that is not UTF-8 must not stop the report
     failed = sum(row["status"] != "ok" for row in rows)
-    if args.output:
-        print(f"results written to {write_predictions(rows, args.output)}")
+    if written is not None:
+        print(f"results written to {escape_undecodable(str(written))}")
     print(f"{len(rows)} input(s): {len(rows) - failed} predicted, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 

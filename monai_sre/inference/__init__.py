@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from monai_sre.inference.dicom_series import DicomSeriesReader, order_series_slices
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
-from monai_sre.inference.engine import ClinicalDataset, PredictionWriter
+from monai_sre.inference.engine import ClinicalDataset, InputsFailedError, PredictionWriter
 from monai_sre.inference.predict import LoadedBundle, file_sha256, load_bundle, predict, predict_with_model
 from monai_sre.inference.results import write_predictions
 from monai_sre.inference.rotations import grid_symmetries, symmetry_spread
@@ -29,6 +29,7 @@ __all__ = [
     "ConformImaged",
     "CropRoid",
     "DicomSeriesReader",
+    "InputsFailedError",
     "LoadedBundle",
     "ModalityIntensityd",
     "PredictionWriter",

@@ -25,7 +25,15 @@ from monai.utils import ensure_tuple
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-__all__ = ["is_nifti_path", "read_dicom_header", "is_image_header", "order_series_slices", "DicomSeriesReader"]
+__all__ = [
+    "is_nifti_path",
+    "read_dicom_header",
+    "is_image_header",
+    "check_pixel_data_length",
+    "check_one_modality",
+    "order_series_slices",
+    "DicomSeriesReader",
+]
 
 # Positions are given in mm with a few decimals; an orientation cosine that differs by more than this is another plane.
 _ORIENTATION_TOLERANCE = 1e-3
@@ -89,6 +97,79 @@ def is_image_header(header: Dataset) -> bool:
 
 def _name(names: Sequence[str], index: int) -> str:
     return os.path.basename(str(names[index]))
+
+
+# Bytes per value of the float pixel elements; PixelData's come from BitsAllocated.
+_FLOAT_PIXEL_BYTES = {"FloatPixelData": 4, "DoubleFloatPixelData": 8}
+
+
+def check_pixel_data_length(ds: Dataset, name: str | os.PathLike) -> None:
+    """Refuse native (uncompressed) pixel data whose length does not match the header's image size.
+
+    pydicom reads whatever the bytes hold: twice the expected bytes become two frames, fewer fail deep in numpy.
+    Either way the header does not describe the pixels (a truncated copy, a wrong ``Rows`` or ``BitsAllocated``),
+    and a model would be fed a reinterpreted array. Compressed (encapsulated) pixel data is left to its decoder.
+
+    Args:
+        ds: a dataset read with its pixel data.
+        name: the file, named in the error.
+
+    Raises:
+        ValueError: naming the file, the byte counts and the header values they were computed from.
+    """
+    keyword = next((k for k in _PIXEL_DATA_KEYWORDS if k in ds), None)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if keyword is None:
+        return
+    if keyword == "PixelData" and syntax is not None:
+        try:
+            if syntax.is_encapsulated:
+                return
+        except ValueError:  # a UID pydicom does not know as a transfer syntax: its decoder says so, naming it
+            return
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = 8 * _FLOAT_PIXEL_BYTES[keyword] if keyword in _FLOAT_PIXEL_BYTES else int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"{name}: the image header lacks a valid Rows, Columns or BitsAllocated ({e})") from e
+    values = rows * columns * frames * samples
+    expected = (values * bits + 7) // 8
+    actual = len(ds[keyword].value or b"")
+    if actual in (expected, expected + expected % 2):  # an odd length is padded to even
+        return
+    what = "less" if actual < expected else "more"
+    raise ValueError(
+        f"{name}: the pixel data holds {actual} bytes, {what} than the {expected} that Rows x Columns x frames x "
+        f"samples x bits ({rows} x {columns} x {frames} x {samples} x {bits} bits) need; the file is truncated or "
+        "its header does not describe its pixels"
+    )
+
+
+def check_one_modality(datasets: Sequence[Dataset], names: Sequence[str | os.PathLike]) -> None:
+    """Refuse one series whose slices claim different modalities (e.g. CT slices and an MR slice under one UID).
+
+    Args:
+        datasets: the headers of every file of the series.
+        names: the file of each dataset, used in the error.
+
+    Raises:
+        ValueError: naming the slices of each modality.
+    """
+    by_modality: dict[str, list[str]] = {}
+    for d, n in zip(datasets, names):
+        by_modality.setdefault(str(d.get("Modality", "") or "").upper() or "(none)", []).append(os.path.basename(n))
+    if len(by_modality) > 1:
+        listed = "; ".join(
+            f"{m} in {', '.join(files[:3])}{f' and {len(files) - 3} more' if len(files) > 3 else ''}"
+            for m, files in sorted(by_modality.items())
+        )
+        uid = str(datasets[0].get("SeriesInstanceUID", "") or "")
+        raise ValueError(
+            f"{names[0]}: the slices of series {uid} have different modalities ({listed}); expected one modality "
+            "per series (a mislabelled or merged export)"
+        )
 
 
 def order_series_slices(datasets: Sequence[Dataset], names: Sequence[str | os.PathLike]) -> list[int]:
@@ -248,6 +329,7 @@ class DicomSeriesReader(PydicomReader):
                 f"{names[0]}: the files belong to {len(series)} series ({', '.join(series)}); read one series at a "
                 "time (monai_sre.inference.discover_inputs splits folders by SeriesInstanceUID)"
             )
+        check_one_modality(datasets, names)
         for d, f in zip(datasets, names):
             frames = int(d.get("NumberOfFrames", 1) or 1)
             if frames > 1:
@@ -255,6 +337,7 @@ class DicomSeriesReader(PydicomReader):
                     f"{f}: multi-frame DICOM ({frames} frames in one file) is not supported; export the series as "
                     "one file per slice"
                 )
+            check_pixel_data_length(d, f)
         order = order_series_slices(datasets, names)
         datasets = [datasets[i] for i in order]
         names = [names[i] for i in order]

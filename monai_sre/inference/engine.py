@@ -29,8 +29,9 @@ from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.predict import error_reason, original_geometry
 from monai_sre.inference.results import write_predictions
 from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
+from monai_sre.io.files import escape_undecodable
 
-__all__ = ["ClinicalDataset", "PredictionWriter"]
+__all__ = ["ClinicalDataset", "PredictionWriter", "InputsFailedError"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,10 @@ def _per_sample(data: Any, key: str) -> list[Any]:
     if isinstance(data, Mapping):
         return list(data[key])
     return [d[key] for d in data]
+
+
+class InputsFailedError(RuntimeError):
+    """Some inputs of a ``run inferring`` could not be predicted; their rows in the output file say why."""
 
 
 class PredictionWriter:
@@ -217,7 +222,27 @@ class PredictionWriter:
         failed = sum(row["status"] != "ok" for row in self.rows)
         for row in self.rows:
             if row["status"] != "ok":
-                logger.warning("input failed: %s", row["error"])
+                logger.warning("input failed: %s", escape_undecodable(row["error"]))
         logger.info(
-            "%d input(s): %d predicted, %d failed; results in %s", len(self.rows), len(self.rows) - failed, failed, path
+            "%d input(s): %d predicted, %d failed; results in %s",
+            len(self.rows),
+            len(self.rows) - failed,
+            failed,
+            escape_undecodable(str(path)),
         )
+
+    def raise_for_failures(self) -> None:
+        """Raise when any input of the last run failed, after its row was written (as ``monai-sre predict`` exits 1).
+
+        The bundles call it as the last step of ``run inferring``, so the process exits non-zero and a script or
+        pipeline sees the failure, while the good rows are already in the output file.
+
+        Raises:
+            InputsFailedError: naming how many inputs failed, the first reason and the output file.
+        """
+        failed = [row for row in self.rows if row["status"] != "ok"]
+        if failed:
+            raise InputsFailedError(
+                f"{len(failed)} of {len(self.rows)} input(s) failed (first: {escape_undecodable(failed[0]['error'])}); "
+                f"every row, with the reasons, is in {escape_undecodable(str(self.output_file))}"
+            )

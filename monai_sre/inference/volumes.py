@@ -10,7 +10,8 @@ bundles' ``inference.json``, so both run the same code::
     LoadImaged (NIfTI, or one DICOM series via DicomSeriesReader)
     -> EnsureChannelFirstd -> ConformImaged (finite values, 2D/3D, channels)
     -> Orientationd (3D, RAS) -> CropRoid (optional region of interest in mm or voxels)
-    -> Spacingd (set spacing in mm) -> ModalityIntensityd (CT: HU window, otherwise percentiles, to [0, 1])
+    -> GridSpacingd (spacing in mm; large images straight to a coarser one, see there)
+    -> ModalityIntensityd (CT: HU window, otherwise percentiles, to [0, 1])
     -> ResizeToGridd (fit, resize or crop to image_size per axis) -> EnsureTyped (float32)
 
 Every choice is a field of :class:`ClinicalPreprocessingConfig`; bundles keep them as plain config values.
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, NibabelReader
 from monai.data.utils import affine_to_spacing, to_affine_nd
 from monai.transforms import (
     Compose,
@@ -42,7 +43,7 @@ from monai.transforms import (
     ResizeWithPadOrCrop,
     ScaleIntensityRange,
     ScaleIntensityRangePercentiles,
-    Spacingd,
+    Spacing,
     SpatialCrop,
     SqueezeDim,
 )
@@ -58,15 +59,23 @@ __all__ = [
     "CropRoid",
     "ResizeToGridd",
     "SpacingGuardd",
+    "GridSpacingd",
 ]
 
 _SIZE_MODES = ("fit", "resize", "crop")
 _ROI_UNITS = ("mm", "voxel")
 # ITU-R BT.601 luma weights: colour to grey the way displays do.
 _LUMA = (0.299, 0.587, 0.114)
-#: Most voxels resampling may produce (512³): more means a damaged spacing in the header, or a region too large for a
-#: 28-64 voxel model input; refusing it beats allocating gigabytes.
-MAX_RESAMPLED_VOXELS = 512**3
+#: Most voxels an image may have at the requested spacing (1024³, a cubic metre at 1 mm; a whole-body CT is a third of
+#: that): more means a damaged spacing in the header. In ``fit`` and ``resize`` modes that size is never allocated
+#: (see :class:`GridSpacingd`).
+MAX_RESAMPLED_VOXELS = 1024**3
+#: Most voxels resampling may allocate (512³, 0.5 GB as float32, 3 GB of float64 sampling grid): in ``crop`` mode,
+#: where the image is resampled at full size, a larger one needs a region of interest.
+MAX_MATERIALISED_VOXELS = 512**3
+#: In ``fit``/``resize`` modes an image is resampled straight to a coarser spacing, but to at least this many times
+#: the grid's voxels per axis, which the final area-averaging step then shrinks to the grid.
+_GRID_OVERSAMPLING = 2
 
 
 def _floats(value: Any, name: str, length: int | None = None) -> tuple[float, ...]:
@@ -221,7 +230,7 @@ def _filename(img: torch.Tensor) -> str:
 class ConformImaged(MapTransform):
     """Check a channel-first image against the model and give it the model's dimensionality and channels.
 
-    Rejects non-finite values, 4D NIfTI files (several volumes), 2D images for 3D models and volumes for 2D
+    Rejects non-finite values, constant images (all zeros, say: nothing to classify), 4D NIfTI files (several volumes), 2D images for 3D models and volumes for 2D
     models; a 3D image with a single slice becomes 2D for 2D models. Grey images are repeated to ``in_channels``,
     colour images turned to grey (BT.601 luma) for one-channel models.
 
@@ -244,8 +253,10 @@ class ConformImaged(MapTransform):
         if img.numel() == 0:  # readers squeeze a zero-length axis away, so no later shape check would say why
             raise ValueError(f"{name}: the image has no voxels (a zero-length axis); expected a non-empty image")
         values = img.as_tensor() if isinstance(img, MetaTensor) else img
-        bad = 0 if bool(torch.isfinite(values).all()) else int((~torch.isfinite(values)).sum())
-        if bad:
+        # min and max in one pass and without a voxel-sized mask: NaN propagates to both, infinity shows in one
+        low, high = torch.aminmax(values)
+        if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+            bad = int((~torch.isfinite(values)).sum())
             raise ValueError(f"{name}: {bad} voxel value(s) are NaN or infinite; the image is corrupt or unfinished")
         channels, spatial = int(img.shape[0]), tuple(int(s) for s in img.shape[1:])
         if is_nifti_path(name) and channels > 1:
@@ -264,6 +275,11 @@ class ConformImaged(MapTransform):
             raise ValueError(
                 f"{name}: {what} (shape {spatial}) but the model takes "
                 f"{'3D volumes' if self.spatial_dims == 3 else '2D images'}"
+            )
+        if low == high:  # every scaling maps it to one value: the model would see a blank grid and still answer
+            raise ValueError(
+                f"{name}: every voxel has the value {float(low):g}; a constant image holds nothing to classify "
+                "(a blank export or a failed reconstruction?)"
             )
         if channels == self.in_channels:
             return img
@@ -453,6 +469,103 @@ class SpacingGuardd(MapTransform):
         return d
 
 
+def _scaled_shape(shape: Sequence[int], image_size: int, size_mode: str) -> list[int]:
+    """The shape ``ResizeToGridd`` scales an image of ``shape`` to, before padding or cropping to the grid."""
+    if size_mode == "crop":
+        return [int(n) for n in shape]
+    if size_mode == "resize":
+        return [int(image_size)] * len(shape)
+    scale = image_size / max(shape)
+    return [min(image_size, max(1, round(n * scale))) for n in shape]
+
+
+def _average_pool(img: MetaTensor, factors: Sequence[int]) -> MetaTensor:
+    """Average blocks of ``factors`` voxels (partial blocks at the far edges average what they hold); fix the affine."""
+    sd = len(factors)
+    values = img.as_tensor()
+    values = values if values.is_floating_point() else values.float()
+    pool = torch.nn.functional.avg_pool3d if sd == 3 else torch.nn.functional.avg_pool2d
+    pooled = pool(values.unsqueeze(0), kernel_size=tuple(factors), stride=tuple(factors), ceil_mode=True)[0]
+    affine = torch.as_tensor(img.affine, dtype=torch.float64)
+    block = torch.eye(affine.shape[0], dtype=torch.float64)
+    for axis, f in enumerate(factors):  # a block's centre is the centre of its first and last voxels
+        block[axis, axis], block[axis, -1] = float(f), (f - 1) / 2.0
+    meta = {k: v for k, v in img.meta.items() if k != "affine"}
+    return MetaTensor(pooled, affine=affine @ block, meta=meta)
+
+
+class GridSpacingd(MapTransform):
+    """Resample to ``pixdim`` mm, or straight to a coarser spacing when the grid fitting would shrink it anyway.
+
+    In ``fit`` and ``resize`` modes an image much larger than the model grid (a 512x512x600 CT for a 28³ model) is
+    not resampled to ``pixdim`` at full size (0.6 G voxels, 7 GB with the sampling grid) only to be shrunk
+    afterwards. Where the image at ``pixdim`` would have more than ``2 x`` the grid's voxels along an axis, the
+    spacing along it is coarsened by an integer factor that keeps at least twice the grid's resolution, the image
+    is first averaged over blocks of voxels no larger than that spacing (so nothing aliases), and then resampled
+    (bilinear) to it; :class:`ResizeToGridd`'s area averaging does the rest. Images up to twice the grid per axis
+    (e.g. 28³ and 64³ exports for a 28³ model) take exactly the plain ``Spacing`` path. What was done is recorded in
+    ``meta["grid_resize"]`` (``resampled_spacing``, ``prefilter``). In ``crop`` mode the image is resampled at
+    ``pixdim`` whole, and refused above ``MAX_MATERIALISED_VOXELS`` voxels.
+
+    Args:
+        keys: keys of the images.
+        pixdim: the spacing to resample to, one value or one per axis (mm).
+        image_size: the model grid edge in voxels.
+        size_mode: ``"fit"``, ``"resize"`` or ``"crop"``, as for :class:`ResizeToGridd`.
+        max_voxels: most voxels the image may have at ``pixdim`` (a plausibility check of the header's spacing).
+        allow_missing_keys: do not raise for a missing key.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        pixdim: float | Sequence[float],
+        image_size: int,
+        size_mode: str = "fit",
+        max_voxels: int = MAX_RESAMPLED_VOXELS,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if size_mode not in _SIZE_MODES:
+            raise ValueError(f"size_mode must be one of {_SIZE_MODES}, got {size_mode!r}")
+        self.guard = SpacingGuardd(keys, pixdim=pixdim, max_voxels=max_voxels)
+        self.pixdim = np.atleast_1d(np.asarray(pixdim, dtype=float))
+        self.image_size = int(image_size)
+        self.size_mode = size_mode
+
+    def _resample(self, img: MetaTensor) -> MetaTensor:
+        self.guard._check(img)
+        sd = img.ndim - 1
+        spacing = np.asarray(affine_to_spacing(to_affine_nd(sd, np.asarray(img.affine, dtype=float)), r=sd))
+        target = np.broadcast_to(self.pixdim, (sd,)).astype(float)
+        nominal = np.maximum(1, np.round(np.asarray(img.shape[1:], dtype=float) * spacing / target)).astype(int)
+        coarsen = np.ones(sd, dtype=int)
+        if self.size_mode != "crop":
+            final = np.asarray(_scaled_shape(nominal.tolist(), self.image_size, self.size_mode))
+            coarsen = np.maximum(1, nominal // (final * _GRID_OVERSAMPLING))
+        pixdim = target * coarsen
+        prefilter = np.where(coarsen > 1, np.maximum(1, np.floor(pixdim / spacing + 1e-6)), 1).astype(int)
+        materialised = float(np.prod(np.ceil(nominal / coarsen)))
+        if materialised > MAX_MATERIALISED_VOXELS:
+            raise ValueError(
+                f"{_filename(img)}: size_mode 'crop' resamples the whole image to {target.tolist()} mm, "
+                f"{' x '.join(str(n) for n in nominal)} voxels, more than {MAX_MATERIALISED_VOXELS}; choose a region "
+                "of interest (roi_center, roi_size), a coarser spacing, or size_mode 'fit'"
+            )
+        if (prefilter > 1).any():
+            img = _average_pool(img, prefilter.tolist())
+        out = Spacing(pixdim=pixdim.tolist(), mode="bilinear", padding_mode="border")(img)
+        if (coarsen > 1).any() and isinstance(out, MetaTensor):
+            out.meta["grid_resize"] = {"resampled_spacing": pixdim.tolist(), "prefilter": prefilter.tolist()}
+        return out
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self._resample(d[key])
+        return d
+
+
 class ResizeToGridd(MapTransform):
     """Bring an image to ``image_size`` voxels per axis: fit (keep proportions, pad), resize (stretch) or crop.
 
@@ -478,13 +591,7 @@ class ResizeToGridd(MapTransform):
     def _resize(self, img: torch.Tensor) -> torch.Tensor:
         shape = [int(s) for s in img.shape[1:]]
         grid = [self.image_size] * len(shape)
-        if self.size_mode == "crop":
-            scaled = shape
-        elif self.size_mode == "resize":
-            scaled = grid
-        else:
-            scale = self.image_size / max(shape)
-            scaled = [min(self.image_size, max(1, round(s * scale))) for s in shape]
+        scaled = _scaled_shape(shape, self.image_size, self.size_mode)
         interpolation = None
         if scaled != shape:
             shrink = all(n <= s for n, s in zip(scaled, shape))
@@ -494,6 +601,7 @@ class ResizeToGridd(MapTransform):
             img = ResizeWithPadOrCrop(spatial_size=grid, mode="constant")(img)
         if isinstance(img, MetaTensor):
             img.meta["grid_resize"] = {
+                **img.meta.get("grid_resize", {}),  # what GridSpacingd did before, if anything
                 "size_mode": self.size_mode,
                 "scaled_shape": scaled,
                 "interpolation": interpolation,
@@ -505,6 +613,23 @@ class ResizeToGridd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self._resize(d[key])
         return d
+
+
+class _Float32NibabelReader(NibabelReader):
+    """``NibabelReader`` that converts numeric voxels to C-ordered float32 in one copy.
+
+    MONAI's reader hands the stored array (F-ordered int16, say) to ``LoadImage``, which first makes a C-ordered copy
+    of it and then a float32 one: for a 512x512x600 CT 0.3 GB more at the peak than converting once. The values are
+    those ``LoadImage(dtype=float32)`` gives. Other voxel types (RGB records) go the reader's usual way.
+    """
+
+    def _get_array_data(self, img, filename):
+        data = np.asanyarray(img.dataobj)
+        if self.to_gpu or data.dtype.kind not in "biuf":
+            return super()._get_array_data(img, filename)
+        out = np.empty(data.shape, dtype=np.float32)
+        np.copyto(out, data, casting="unsafe")
+        return out
 
 
 def clinical_loader(keys: KeysCollection = "image") -> LoadImaged:
@@ -523,6 +648,7 @@ def clinical_loader(keys: KeysCollection = "image") -> LoadImaged:
         warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
         loader = LoadImaged(keys, image_only=True)
     loader.register(DicomSeriesReader())
+    loader.register(_Float32NibabelReader())  # tried first for NIfTI files (DicomSeriesReader declines them)
     return loader
 
 
@@ -566,8 +692,7 @@ def clinical_transforms(
     if config.roi_center is not None and config.roi_size is not None:
         transforms.append(CropRoid(keys, config.roi_center, config.roi_size, config.roi_units))
     if config.spacing is not None:
-        transforms.append(SpacingGuardd(keys, pixdim=config.spacing))
-        transforms.append(Spacingd(keys, pixdim=config.spacing, mode="bilinear", padding_mode="border"))
+        transforms.append(GridSpacingd(keys, config.spacing, image_size=config.image_size, size_mode=config.size_mode))
     transforms.append(
         ModalityIntensityd(keys, modality=config.modality, hu_window=config.hu_window, percentiles=config.percentiles)
     )

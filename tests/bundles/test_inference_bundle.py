@@ -23,7 +23,8 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from pydicom.data import get_testdata_file
 
 from monai_sre.data import export_medmnist
-from monai_sre.inference import predict
+from monai_sre.inference import InputsFailedError, predict
+from monai_sre.io.files import write_csv
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 DICOMDIR_TESTS = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests"
@@ -102,16 +103,29 @@ def test_run_inferring_2d_cli(tmp_path, inputs):
     nifti = min((inputs["breastmnist_nifti"] / "test").glob("*.nii.gz"))
     dicom_files = sorted(str(p) for p in (inputs["breastmnist_dicom"] / "test").glob("*.dcm"))
     missing = tmp_path / "missing.nii.gz"
-    paths = [str(nifti), str(inputs["breastmnist_dicom"]), str(inputs["text"]), str(missing)]
+    latin1 = tmp_path / os.fsdecode(b"s\xe9rie.nii.gz")  # a file name that is not UTF-8 must not lose the rows
+    shutil.copy(nifti, latin1)
+    paths = [str(nifti), str(inputs["breastmnist_dicom"]), str(inputs["text"]), str(missing), str(latin1)]
     out = tmp_path / "results" / "predictions.csv"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", "configs/inference.json",
            "--input_paths", repr(paths), "--output_file", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=600, check=False,
+                          errors="backslashreplace")  # fmt: skip
+    # like `monai-sre predict`: a non-zero exit when an input failed, after every row is written
+    assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "InputsFailedError: 2 of 8 input(s) failed (first: " in proc.stdout + proc.stderr
     assert len(dicom_files) == 4
+    escaped = str(tmp_path / "s\\xe9rie.nii.gz")
+    with open(out, newline="", encoding="utf-8") as f:  # valid UTF-8: the Latin-1 byte is written as \xe9
+        reader = csv.DictReader(f)
+        header, all_rows = reader.fieldnames, list(reader)
+    assert [r["path"] for r in all_rows] == [str(nifti), *dicom_files, str(inputs["text"]), str(missing), escaped]
+    assert all_rows[7]["status"] == "ok" and all_rows[7]["prob_malignant"] == all_rows[0]["prob_malignant"]
+    others = tmp_path / "others.csv"  # the rows of the real paths, checked against `predict` below
+    write_csv(others, header, ([r[c] for c in header] for r in all_rows[:7]))
     rows = _check_rows(
-        out,
+        others,
         bundle,
         [str(nifti), *dicom_files, str(inputs["text"]), str(missing)],
         {5: "not a NIfTI (.nii, .nii.gz) or DICOM file", 6: "no such file or folder"},
@@ -119,7 +133,7 @@ def test_run_inferring_2d_cli(tmp_path, inputs):
     # the NIfTI and the DICOM export of the same sample give the same prediction
     assert rows[0]["prob_malignant"] == rows[1]["prob_malignant"]
     assert rows[1]["modality"] == "OT" and rows[1]["series_uid"]
-    assert "7 input(s): 5 predicted, 2 failed" in proc.stdout + proc.stderr
+    assert "8 input(s): 6 predicted, 2 failed" in proc.stdout + proc.stderr
     assert not (bundle / "eval").exists()  # nothing written besides the requested file
 
 
@@ -142,8 +156,13 @@ def test_run_inferring_3d_workflow(tmp_path, inputs):
     )
     wf.initialize()
     assert not wf.check_properties()
-    wf.run()
+    with pytest.raises(RuntimeError) as info:  # the series with a gap failed: the run says so after writing
+        wf.run()
     wf.finalize()
+    cause = info.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert isinstance(cause, InputsFailedError) and f"1 of 6 input(s) failed (first: {CT_SERIES_GAP}" in str(cause)
     assert len(nifti) == len(series) == 2
     rows = _check_rows(out, bundle, [*nifti, *series, str(CT_SERIES), str(CT_SERIES_GAP)], {5: "uneven slice spacing"})
     assert [rows[i]["prob_hyperplasia"] for i in (0, 1)] == [rows[i]["prob_hyperplasia"] for i in (2, 3)]

@@ -42,3 +42,30 @@ def test_predict_exits_0_when_all_succeed_and_2_for_a_missing_bundle(bundle3d, t
     assert row["status"] == "ok" and row["pred_label"] in CLASS_NAMES and row["original_shape"] == [16, 16, 5]
     assert main(["predict", str(CT_SERIES), "--bundle", str(tmp_path / "nowhere")]) == 2
     assert "monai-sre predict: error: bundle" in capsys.readouterr().err
+
+
+def test_file_names_that_are_not_utf8_keep_every_row(bundle3d, tmp_path, capsys):
+    """A Latin-1 file name (lone surrogates in Python) is written with \\x escapes; no good row is lost."""
+    import os
+    import shutil
+
+    folder = tmp_path / os.fsdecode(b"caf\xe9")  # e.g. a study folder exported on an old Windows PACS
+    folder.mkdir()
+    latin1 = folder / os.fsdecode(b"s\xe9rie.nii")
+    shutil.copy(NIBABEL_DATA / "anatomical.nii", folder / "plain.nii")
+    shutil.copy(NIBABEL_DATA / "anatomical.nii", latin1)
+    escaped_folder = str(folder).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    escaped = f"{escaped_folder}/s\\xe9rie.nii"
+    assert escaped_folder.endswith("/caf\\xe9")
+    for out in (tmp_path / "pred.csv", tmp_path / "pred.json"):
+        code = main(["predict", str(latin1), str(CT_SERIES), str(folder / "plain.nii"), "--bundle", str(bundle3d),
+                     "--output", str(out)])  # fmt: skip
+        assert code == 0
+        text = out.read_text(encoding="utf-8")  # valid UTF-8
+        rows = list(csv.DictReader(text.splitlines())) if out.suffix == ".csv" else json.loads(text)
+        assert [r["path"] for r in rows] == [escaped, str(CT_SERIES), f"{escaped_folder}/plain.nii"]
+        assert [r["status"] for r in rows] == ["ok"] * 3
+        # the same image under both names: the same prediction
+        assert rows[0][f"prob_{CLASS_NAMES[0]}"] == rows[2][f"prob_{CLASS_NAMES[0]}"]
+    captured = capsys.readouterr()
+    assert f"ok     {escaped}: " in captured.out and "3 input(s): 3 predicted, 0 failed" in captured.err

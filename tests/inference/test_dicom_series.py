@@ -111,3 +111,24 @@ def test_reader_rejects_a_folder_mixing_series_and_multi_frame_files(tmp_path):
 def test_reader_leaves_nifti_to_other_readers():
     reader = DicomSeriesReader()
     assert reader.verify_suffix(["a/1.2.840.10008", "b.dcm"]) and not reader.verify_suffix(["x.nii.gz"])
+
+
+def test_pixel_data_length_allows_even_padding_and_counts_packed_bits():
+    from pydicom.dataset import Dataset
+
+    from monai_sre.inference.dicom_series import check_pixel_data_length
+
+    ds = Dataset()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 3, 3, 8, 1
+    ds.PixelData = bytes(10)  # 9 bytes padded to an even length
+    check_pixel_data_length(ds, "odd.dcm")
+    ds.PixelData = bytes(12)
+    with pytest.raises(ValueError, match=r"odd.dcm: the pixel data holds 12 bytes, more than the 9 that"):
+        check_pixel_data_length(ds, "odd.dcm")
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 4, 4, 1, 1  # 16 one-bit values: 2 bytes
+    ds.PixelData = bytes(2)
+    check_pixel_data_length(ds, "mask.dcm")
+    ds.SamplesPerPixel, ds.BitsAllocated = 3, 8  # RGB: 48 bytes
+    ds.PixelData = bytes(16)
+    with pytest.raises(ValueError, match=r"less than the 48 .*\(4 x 4 x 1 x 3 x 8 bits\)"):
+        check_pixel_data_length(ds, "rgb.dcm")

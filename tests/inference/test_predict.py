@@ -114,7 +114,7 @@ def test_bad_inputs_are_reported_and_the_others_still_succeed(bundle3d, tmp_path
     bad = {
         tmp_path / "empty": "no NIfTI or DICOM image found (the folder is empty)",
         tmp_path / "report.pdf": "not a NIfTI (.nii, .nii.gz) or DICOM file",
-        PYDICOM_DATA / "MR_truncated.dcm": "number of bytes of pixel data is less than expected",
+        PYDICOM_DATA / "MR_truncated.dcm": "the pixel data holds 8130 bytes, less than the 8192 that Rows x Columns",
         missing: "uneven slice spacing: 5.000 mm between 3023 and 2392",
         duplicated: "duplicated slice positions: 2693 and 2693_copy",
         NIBABEL_DATA / "example4d.nii.gz": "a 4D NIfTI image (shape (128, 96, 24, 2)) holding 2 volumes",

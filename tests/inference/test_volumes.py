@@ -119,7 +119,9 @@ def test_region_of_interest_in_mm_and_in_voxels(tmp_path):
     [("fit", [28, 14, 7], (28, 14, 7)), ("resize", [28, 28, 28], (28, 28, 28)), ("crop", [40, 20, 10], (28, 20, 10))],
 )
 def test_size_modes_reach_the_grid(tmp_path, size_mode, scaled, nonzero):
-    path = _nifti(tmp_path / "box.nii.gz", np.full((40, 20, 10), 7.0, dtype=np.float32))
+    box = np.full((40, 20, 10), 7.0, dtype=np.float32)
+    box[0, 0, 0] = 6.0  # not constant: a constant image is refused
+    path = _nifti(tmp_path / "box.nii.gz", box)
     out = _run(path, modality="CT", hu_window=(0, 7), spacing=None, size_mode=size_mode)
     assert out.shape == (1, 28, 28, 28) and out.meta["grid_resize"]["scaled_shape"] == scaled
     assert tuple(int((out[0] > 0.5).any(dim=d).sum()) for d in ((1, 2), (0, 2), (0, 1))) == nonzero

@@ -85,6 +85,12 @@ def make_bad_inputs(folder: Path) -> dict[str, Path]:
     unknown = ct_raw.replace(EXPLICIT_VR_LE, b"1.2.840.99999.9.9.9\0")
     p["dicom_unknown_syntax"] = _bytes(folder / "unknown_syntax.dcm", unknown)
     p["dicom_truncated"] = _bytes(folder / "truncated.dcm", ct_raw[:-5000])
+    for name, rows in (("dicom_pixels_longer", 64), ("dicom_pixels_shorter", 256)):
+        # the header says 64 (256) rows of the 128x128 slice: pydicom would read (64, 2, 128) or fail in numpy
+        ds = pydicom.dcmread(CT_SMALL)
+        ds.Rows = rows
+        p[name] = folder / f"{name}.dcm"
+        ds.save_as(p[name])
     p["not_an_image"] = _bytes(folder / "readme.txt", b"exported by the PACS")
 
     files = write_dicom_series(_volume(), folder / "uneven_series", spacing=(1, 1, 2), uid_seed="uneven")
@@ -94,6 +100,13 @@ def make_bad_inputs(folder: Path) -> dict[str, Path]:
     files = write_dicom_series(_volume(), folder / "pixel_spacing_series", spacing=(1, 1, 2), uid_seed="spacing")
     _edit_slice(files, 2, PixelSpacing=[0.5, 0.5])
     p["inconsistent_pixel_spacing"] = folder / "pixel_spacing_series"
+    files = write_dicom_series(_volume(), folder / "mixed_modality", spacing=(1, 1, 2), modality="CT",
+                               rescale_intercept=0, uid_seed="modality")  # fmt: skip
+    for k in (2, 4):  # two MR slices under the CT series' UID
+        _edit_slice(files, k, Modality="MR")
+    p["mixed_modality"] = folder / "mixed_modality"
+    p["constant_volume"] = _nifti(folder / "zeros.nii.gz", np.zeros((20, 22, 24), np.float32))
+    p["constant_slice"] = _nifti(folder / "constant_slice.nii.gz", np.full((28, 28), 117, np.uint8))
     files = write_dicom_series(_volume(), folder / "mixed_orientation", spacing=(1, 1, 2), uid_seed="orientation")
     _edit_slice(files, 1, ImageOrientationPatient=[0, 1, 0, 0, 0, -1])  # a localizer-like slice
     p["mixed_orientation"] = folder / "mixed_orientation"
