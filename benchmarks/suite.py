@@ -39,7 +39,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_sre.io.files import write_text
 from monai_sre.layers import SREConv
 from monai_sre.networks import sre_resnet18
 
@@ -670,15 +670,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _write(target: str, text: str) -> None:
-    # write next to the target and rename, so an earlier report is never left half-written
-    fd, tmp = tempfile.mkstemp(dir=Path(target).resolve().parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(target, text + "\n")  # atomic, with the user's umask: an earlier report is never left half-written
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
