@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ class ClinicalDataset(Dataset):
         preprocessing: the clinical preprocessing settings (a bundle's ``clinical_preprocessing``).
         image_key: key of the image in each item.
         input_key: key of the input's JSON description in each item.
+        transform: the transforms from a loaded image to the model's input (a bundle's top-level
+            ``preprocessing``); ``None`` builds them from ``preprocessing`` with
+            :func:`~monai_sre.inference.volumes.clinical_transforms` (``load=False``). Loading stays here, so that
+            a file that fails to load gets its row.
 
     Raises:
         ValueError: when ``data`` is empty or a preprocessing setting is invalid.
@@ -64,6 +68,7 @@ class ClinicalDataset(Dataset):
         preprocessing: ClinicalPreprocessingConfig | Mapping[str, Any],
         image_key: str = "image",
         input_key: str = "input",
+        transform: Callable | None = None,
     ) -> None:
         if isinstance(data, (str, os.PathLike, ClinicalInput)):
             data = [data]
@@ -78,7 +83,9 @@ class ClinicalDataset(Dataset):
         self.image_key = image_key
         self.input_key = input_key
         self.loader = clinical_loader(image_key)
-        super().__init__(data=items, transform=clinical_transforms(preprocessing, keys=image_key, load=False))
+        if transform is None:
+            transform = clinical_transforms(preprocessing, keys=image_key, load=False)
+        super().__init__(data=items, transform=transform)
 
     def _blank_image(self) -> torch.Tensor:
         cfg = self.preprocessing

@@ -69,6 +69,18 @@ _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _PATHS = ("auto", "dense", "decomposed")
 
 
+@torch.jit.unused
+def _is_exporting() -> bool:
+    """Whether a graph is being recorded for export (``torch.jit.trace``, ``torch.export``, ``torch.onnx.export``):
+    the batch-chunked ring path writes into views sized from the batch, which an exported graph with a dynamic batch
+    dimension cannot keep (ONNX Runtime then returned wrong values for a batch of 3)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
+# TorchScript compiles the signature of a call to an unused free function and cannot resolve the postponed
+# (string) annotation "bool": give it the type itself.
+_is_exporting.__annotations__["return"] = bool
+
 class _SREConvNd(nn.Module):
     """Shared implementation of the SRE convolutions (forward and transposed)."""
 
@@ -292,7 +304,7 @@ class _SREConvNd(nn.Module):
         stride, dilation = list(self.stride), list(self.dilation)
         if self.use_decomposed():
             needs_grad = self._needs_grad(x, weight, bias)
-            if torch.jit.is_tracing() or (torch.jit.is_scripting() and needs_grad):
+            if (torch.jit.is_scripting() and needs_grad) or (not torch.jit.is_scripting() and _is_exporting()):
                 # exported graphs and scripted training: standard, differentiable operators only
                 return ring_conv_portable(x, self.ring_masks, weight, bias, stride, padding, dilation, self.groups)
             if needs_grad and not torch.jit.is_scripting():

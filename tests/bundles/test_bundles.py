@@ -52,15 +52,15 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "name,image_format,n_transforms",
+    "name,image_format,n_transforms,eval_run",
     [
-        ("sre_medmnist_2d", "nifti", 38),
-        ("sre_medmnist_2d", "dicom", 38),
-        ("sre_medmnist_3d", "nifti", 3 * 3 + 24 + 3),
-        ("sre_medmnist_3d", "dicom", 3 * 3 + 24 + 3),
+        ("sre_medmnist_2d", "nifti", 38, []),  # the model zoo's evaluate command: the default "run" id
+        pytest.param("sre_medmnist_2d", "dicom", 38, ["evaluating"], marks=pytest.mark.slow),
+        ("sre_medmnist_3d", "nifti", 3 * 3 + 24 + 3, ["evaluating"]),
+        pytest.param("sre_medmnist_3d", "dicom", 3 * 3 + 24 + 3, [], marks=pytest.mark.slow),
     ],
 )
-def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms):
+def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms, eval_run):
     bundle = _bundle(tmp_path, name)
     opts = [*TINY[name], "--image_format", image_format]
     _run(bundle, "run", "training", "--config_file", "configs/train.json", *opts)
@@ -74,7 +74,7 @@ def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms):
                                               / "datalist.json").read_text())
     assert len(datalist["training"]) == (24 if "2d" in name else 8)
 
-    _run(bundle, "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']", *opts)
+    _run(bundle, "run", *eval_run, "--config_file", "['configs/train.json','configs/evaluate.json']", *opts)
     metrics = dict(row.split(",") for row in (bundle / "eval" / "metrics.csv").read_text().split("\n") if row)
     assert 0.0 <= float(metrics["test_auc"]) <= 1.0 and 0.0 <= float(metrics["test_acc"]) <= 1.0
     rows = _read_csv(bundle / "eval" / "rotation" / "rotation_sre.csv")
@@ -91,13 +91,24 @@ def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms):
 
 @pytest.mark.parametrize("name", ["sre_medmnist_2d", "sre_medmnist_3d"])
 def test_config_workflow_properties(tmp_path, name):
+    """``check_properties()`` of the train, infer and eval workflows (the model zoo's unit-test pattern)."""
     bundle = _bundle(tmp_path, name)
-    for config, workflow_type in (("train.json", "train"), ("inference.json", "infer")):
-        wf = ConfigWorkflow(config_file=str(bundle / "configs" / config), workflow_type=workflow_type,
-                            meta_file=str(bundle / "configs" / "metadata.json"),
-                            logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(bundle))
+    shutil.copy(BUNDLES / name / "models" / "model.pt", bundle / "models" / "model.pt")
+    configs = bundle / "configs"
+    data = tmp_path / "data"
+    for config, workflow_type, dataset_dir in (
+        ([configs / "train.json"], "train", data),
+        ([configs / "inference.json"], "infer", bundle / "data" / "inference"),
+        ([configs / "train.json", configs / "evaluate.json"], "eval", data),
+    ):
+        wf = ConfigWorkflow(config_file=[str(c) for c in config], workflow_type=workflow_type,
+                            meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
+                            bundle_root=str(bundle), dataset_dir=str(dataset_dir), max_samples=4)  # fmt: skip
+        dataset_dir.mkdir(parents=True, exist_ok=True)
         wf.initialize()
         assert not wf.check_properties(), (config, wf.check_properties())
+    # initialize is where the data is prepared, in dataset_dir (the input folder), and nowhere else
+    assert [p.name for p in data.iterdir()] == [f"{'breastmnist' if '2d' in name else 'adrenalmnist3d'}_28_nifti"]
 
 
 def test_ddp_two_cpu_processes(tmp_path):
@@ -110,23 +121,34 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override,message",
+    "config,override,message",
     [
-        (["--flag", "notamnist"], "notamnist"),
-        (["--flag", "adrenalmnist3d"], "3D"),
-        (["--image_size", "30"], "30"),
+        ("train.json", ["--flag", "notamnist"], "--flag 'notamnist' refused: expected one of the 2D MedMNIST flags: "),
+        ("train.json", ["--flag", "adrenalmnist3d"],
+         "--flag 'adrenalmnist3d' refused: adrenalmnist3d is a 3D dataset and this bundle is 2D; expected one of the "
+         "2D MedMNIST flags: pathmnist, chestmnist"),
+        ("train.json", ["--image_size", "30"], "--image_size 30 refused: expected one of the sizes released for "
+                                               "breastmnist: 28, 64, 128, 224"),
+        ("train.json", ["--learning_rate", "fast"], "--learning_rate 'fast' refused: expected a positive number"),
+        ("train.json", ["--epochs", "0"], "--epochs 0 refused: expected a positive integer"),
+        ("train.json", ["--data_root", "{tmp}/no_such_folder"], "--data_root '{tmp}/no_such_folder' refused: expected "
+                                                               "an existing folder holding the MedMNIST .npz files"),
+        ("inference.json", ["--kernel_size", "4"], "--kernel_size 4 refused: expected an odd positive integer"),
     ],
 )
-def test_bad_overrides_fail_before_training(tmp_path, override, message):
+def test_bad_overrides_fail_before_anything(tmp_path, config, override, message):
+    """Refused in ``initialize`` before any data is exported or any model is built, naming the override."""
     bundle = _bundle(tmp_path, "sre_medmnist_2d")
+    override = [o.replace("{tmp}", str(tmp_path)) for o in override]
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-                           "configs/train.json", *override], cwd=bundle, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", f"configs/{config}",
+                           *override], cwd=bundle, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode != 0
-    assert message in proc.stderr
-    assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained
-    assert not (bundle / "models" / "model.pt").exists()
+    assert "BundleSettingError: bundle setting " + message.replace("{tmp}", str(tmp_path)) in proc.stderr
+    assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained or evaluated
+    assert not (bundle / "data").exists()  # nothing exported
+    assert not (tmp_path / "no_such_folder").exists()  # a missing data_root is reported, not created
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == []
 
 
 def test_missing_data_offline_fails_before_training(tmp_path):
