@@ -56,7 +56,7 @@ def _run_one(out: Path, flag: str, model: str, seed: int, overrides: list[str], 
     shutil.copytree(_bundle_for(flag) / "configs", run_dir / "configs")
     shutil.copy(_bundle_for(flag) / "LICENSE", run_dir / "LICENSE")
     common = ["--flag", flag, "--model_type", model, "--seed", str(seed),
-              "--dataset_dir", str(out / "data" / f"{flag}_28_nifti"), *overrides]
+              "--dataset_dir", str(out / "data"), *overrides]  # exports to data/<flag>_28_nifti
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "2"}
     record = {"flag": flag, "model": model, "seed": seed, "overrides": common}
     start = time.perf_counter()
