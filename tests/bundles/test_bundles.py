@@ -19,6 +19,8 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from monai_sre.bundle import BundleSettingError
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
 
@@ -120,35 +122,51 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert len(list((bundle / "models").glob("model.pt"))) == 1
 
 
-@pytest.mark.parametrize(
-    "config,override,message",
-    [
-        ("train.json", ["--flag", "notamnist"], "--flag 'notamnist' refused: expected one of the 2D MedMNIST flags: "),
-        ("train.json", ["--flag", "adrenalmnist3d"],
-         "--flag 'adrenalmnist3d' refused: adrenalmnist3d is a 3D dataset and this bundle is 2D; expected one of the "
-         "2D MedMNIST flags: pathmnist, chestmnist"),
-        ("train.json", ["--image_size", "30"], "--image_size 30 refused: expected one of the sizes released for "
-                                               "breastmnist: 28, 64, 128, 224"),
-        ("train.json", ["--learning_rate", "fast"], "--learning_rate 'fast' refused: expected a positive number"),
-        ("train.json", ["--epochs", "0"], "--epochs 0 refused: expected a positive integer"),
-        ("train.json", ["--data_root", "{tmp}/no_such_folder"], "--data_root '{tmp}/no_such_folder' refused: expected "
-                                                               "an existing folder holding the MedMNIST .npz files"),
-        ("inference.json", ["--kernel_size", "4"], "--kernel_size 4 refused: expected an odd positive integer"),
-    ],
-)
-def test_bad_overrides_fail_before_anything(tmp_path, config, override, message):
-    """Refused in ``initialize`` before any data is exported or any model is built, naming the override."""
-    bundle = _bundle(tmp_path, "sre_medmnist_2d")
-    override = [o.replace("{tmp}", str(tmp_path)) for o in override]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", f"configs/{config}",
-                           *override], cwd=bundle, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode != 0
-    assert "BundleSettingError: bundle setting " + message.replace("{tmp}", str(tmp_path)) in proc.stderr
-    assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained or evaluated
+BAD_OVERRIDES = [
+    ("train.json", {"flag": "notamnist"}, "--flag 'notamnist' refused: expected one of the 2D MedMNIST flags: "),
+    ("train.json", {"image_size": 30},
+     "--image_size 30 refused: expected one of the sizes released for breastmnist: 28, 64, 128, 224"),
+    ("train.json", {"learning_rate": "fast"}, "--learning_rate 'fast' refused: expected a positive number"),
+    ("train.json", {"epochs": 0}, "--epochs 0 refused: expected a positive integer"),
+    ("train.json", {"data_root": "{tmp}/no_such_folder"},
+     "--data_root '{tmp}/no_such_folder' refused: expected an existing folder holding the MedMNIST .npz files, or None "
+     "(no folder {tmp}/no_such_folder exists; it is not created)"),
+    ("inference.json", {"kernel_size": 4}, "--kernel_size 4 refused: expected an odd positive integer"),
+]
+
+
+def _nothing_done(tmp_path: Path, bundle: Path) -> None:
     assert not (bundle / "data").exists()  # nothing exported
     assert not (tmp_path / "no_such_folder").exists()  # a missing data_root is reported, not created
-    assert sorted(p.name for p in (bundle / "models").iterdir()) == []
+    assert list((bundle / "models").iterdir()) == [] and not (bundle / "eval").exists()
+
+
+@pytest.mark.parametrize("config,override,message", BAD_OVERRIDES)
+def test_bad_overrides_fail_before_anything(tmp_path, config, override, message):
+    """Refused by the first step of ``initialize``, before any data is exported or any model is built."""
+    bundle = _bundle(tmp_path, "sre_medmnist_2d")
+    override = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in override.items()}
+    wf = ConfigWorkflow(config_file=str(bundle / "configs" / config), logging_file=False, bundle_root=str(bundle),
+                        **override)  # fmt: skip
+    with pytest.raises(RuntimeError) as raised:
+        wf.initialize()
+    assert isinstance(raised.value.__cause__, BundleSettingError)
+    assert str(raised.value.__cause__).startswith("bundle setting " + message.replace("{tmp}", str(tmp_path)))
+    _nothing_done(tmp_path, bundle)
+
+
+def test_bad_override_command_line(tmp_path):
+    """The command line reports the override: a 3D flag on the 2D bundle, before the 3D data is exported."""
+    bundle = _bundle(tmp_path, "sre_medmnist_2d")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                           "configs/train.json", "--flag", "adrenalmnist3d"], cwd=bundle, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode != 0
+    assert ("BundleSettingError: bundle setting --flag 'adrenalmnist3d' refused: adrenalmnist3d is a 3D dataset and "
+            "this bundle is 2D; expected one of the 2D MedMNIST flags: pathmnist, chestmnist") in proc.stderr
+    assert "Epoch" not in proc.stdout + proc.stderr
+    _nothing_done(tmp_path, bundle)
 
 
 def test_missing_data_offline_fails_before_training(tmp_path):
