@@ -114,7 +114,7 @@ def _onnx_outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) for n in sorted(FLAGS)]  # 1-5 min per export on 2 CPU cores
+    "name", [pytest.param("sre_medmnist_2d", marks=pytest.mark.slow), "sre_medmnist_3d"]  # 40 s to 5 min per export
 )
 def test_onnx_export_parity(tmp_path, data_root, name):
     files = _files(name)
