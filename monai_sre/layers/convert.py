@@ -15,7 +15,19 @@ Rules, applied to a deep copy of the model:
   stride 1 (the two commute, and pooling first is ``s^d`` times cheaper);
 - ``project_weights=True`` projects each dense kernel onto the band basis (:func:`project_dense_kernel`): the weight
   of a band is the mean of the dense taps in it, which is the least-squares nearest SRE kernel;
-- ``replace_pooling=True`` also swaps strided max/average pools for :class:`SymmetricDownsample`.
+- ``replace_pooling=True`` also swaps strided max/average pools for :class:`SymmetricDownsample`;
+- a transposed convolution (also inside MONAI's ``UpSample`` in ``"deconv"`` mode) at stride 1 with an odd kernel
+  becomes an :class:`~monai_sre.layers.SREConvTranspose`. A strided one that outputs ``stride * n`` (kernel ``k``,
+  padding ``p``, output padding ``q`` with ``k - 2p + q = stride``, as MONAI's UNets use) has no symmetric placement
+  of its taps (it puts input ``i`` at output ``stride * i``), so it becomes the symmetric upsampling that inverts
+  :class:`SymmetricDownsample` on even sizes: nearest-neighbour upsampling by ``stride`` followed by a stride-1 SRE
+  convolution with the same odd kernel (weights: band means of the transposed kernel divided by ``stride^d``,
+  which keeps the gain), or, when the kernel equals the stride (``k = s``, ``p = 0``: BasicUNet's 2x2 deconv), a
+  1x1 convolution with the mean of the taps (every tap of a 2x2 or 2x2x2 kernel is at the same distance from its
+  centre, so that mean is the exact SRE projection);
+- a convolution ``X`` with a zero-padding sibling ``X_padding`` (TensorFlow-style "same" padding, uneven for
+  strided layers, as in MONAI's ``EfficientNet``) gets the symmetric form: the padder becomes an identity and the
+  SRE convolution pads ``(k - 1) / 2 * dilation`` on every side, which gives the same output size ``ceil(n / s)``.
 
 Parts that still prevent exact rot90/flip invariance are found by :func:`find_symmetry_breakers` and reported in a
 warning. The inspection is static: modules are checked, functional calls inside ``forward`` (``F.max_pool2d``,
@@ -41,7 +53,7 @@ from monai_sre.layers.rings import (
     ring_sizes,
     same_padding,
 )
-from monai_sre.layers.sre_conv import SREConv
+from monai_sre.layers.sre_conv import SREConv, SREConvTranspose
 
 __all__ = ["convert_to_sre", "project_dense_kernel", "find_symmetry_breakers"]
 
@@ -59,6 +71,7 @@ _PADS = (
     nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
 )
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_ZERO_PADS = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
 
 
 def project_dense_kernel(
@@ -116,6 +129,7 @@ def _convert_conv(
     kernel_size: Sequence[int] | int | None,
     num_rings: int | None,
     project_weights: bool,
+    same_padding: bool = False,
 ) -> nn.Module:
     if isinstance(conv.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"convert_to_sre: layer {name!r} is a lazy convolution; run one forward pass first.")
@@ -124,6 +138,8 @@ def _convert_conv(
     stride = tuple(conv.stride)
     strided = any(s != 1 for s in stride)
     padding = _resolve_padding(conv, dims)
+    if same_padding:  # its padder is removed: pad symmetrically, as "same" at stride 1
+        padding = same_padding(source, conv.dilation)
     if all(k == 1 for k in source):
         if not strided:
             return conv
@@ -165,6 +181,78 @@ def _convert_conv(
     return nn.Sequential(sre, SymmetricDownsample(dims, stride, "avg"))
 
 
+def _grouped_as_conv(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A transposed convolution's weight ``(in, out / g, *k)`` as the forward convolution's ``(out, in / g, *k)``."""
+    cin, per_group = weight.shape[:2]
+    w = weight.reshape(groups, cin // groups, per_group, *weight.shape[2:]).transpose(1, 2)
+    return w.reshape(groups * per_group, cin // groups, *weight.shape[2:])
+
+
+def _convert_transposed(
+    conv: nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d, num_rings: int | None, project_weights: bool
+) -> nn.Module:
+    """The symmetric form of a transposed convolution (see the module docstring), or ``conv`` itself when none."""
+    dims = len(conv.kernel_size)
+    k, s = tuple(conv.kernel_size), tuple(conv.stride)
+    p, q = per_axis(conv.padding, dims), tuple(conv.output_padding)
+    if any(d != 1 for d in conv.dilation) or conv.padding_mode != "zeros":
+        return conv
+    weight, bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
+    factory = {"device": weight.device, "dtype": weight.dtype}
+    if all(v == 1 for v in s) and all(v % 2 for v in k):
+        new: nn.Module = SREConvTranspose(
+            dims, conv.in_channels, conv.out_channels, k, 1, p, q, conv.groups, bias is not None, 1, "zeros",
+            num_rings, **factory,
+        )
+        sre = new
+        kernel = weight
+    elif all(kk - 2 * pp + qq == ss for kk, pp, qq, ss in zip(k, p, q, s)) and (
+        k == s and not any(p) or all(v % 2 for v in k)
+    ):
+        upsample = nn.Upsample(scale_factor=tuple(float(v) for v in s), mode="nearest")
+        conv_weight = _grouped_as_conv(weight, conv.groups).flip(list(range(2, 2 + dims)))
+        if k == s and not any(p):
+            pointwise = nn.Conv1d if dims == 1 else nn.Conv2d if dims == 2 else nn.Conv3d
+            one = pointwise(conv.in_channels, conv.out_channels, 1, groups=conv.groups, bias=bias is not None,
+                            **factory)
+            with torch.no_grad():
+                if project_weights:
+                    one.weight.copy_(conv_weight.mean(tuple(range(2, 2 + dims)), keepdim=True))
+                    if bias is not None:
+                        one.bias.copy_(bias)
+            one.train(conv.training)
+            return nn.Sequential(upsample, one)
+        sre = SREConv(dims, conv.in_channels, conv.out_channels, k, groups=conv.groups, bias=bias is not None,
+                      num_rings=num_rings, **factory)
+        new = nn.Sequential(upsample, sre)
+        # nearest upsampling repeats every input stride^d times where the transposed kernel places it once
+        kernel = conv_weight / float(torch.tensor(s).prod())
+    else:
+        return conv
+    if project_weights:
+        with torch.no_grad():
+            sre.weight.copy_(project_dense_kernel(kernel, k, sre.num_rings))
+            if bias is not None:
+                sre.bias.copy_(bias)
+    sre.weight.requires_grad_(conv.weight.requires_grad)
+    new.train(conv.training)
+    return new
+
+
+def _same_padder(pad: nn.Module | None, conv: nn.Module) -> bool:
+    """Whether ``pad`` is a zero padding of at most the kernel's extent per axis, feeding an unpadded odd ``conv``."""
+    if not isinstance(pad, _ZERO_PADS) or float(getattr(pad, "value", 0.0)) != 0.0:
+        return False
+    dims = len(conv.kernel_size)
+    sides = per_axis(pad.padding, 2 * dims) if not isinstance(pad.padding, int) else (pad.padding,) * 2 * dims
+    totals = [sides[2 * i] + sides[2 * i + 1] for i in range(dims)][::-1]  # F.pad order: last axis first
+    extents = [(k - 1) * d for k, d in zip(conv.kernel_size, conv.dilation)]
+    return (
+        all(k % 2 for k in conv.kernel_size) and any(k > 1 for k in conv.kernel_size)
+        and all(p == 0 for p in _resolve_padding(conv, dims)) and all(t <= e for t, e in zip(totals, extents))
+    )
+
+
 def _pool_dims(pool: nn.Module) -> int:
     for dims, pool_types in enumerate(zip(_MAX_POOLS, _AVG_POOLS), start=1):
         if isinstance(pool, pool_types):
@@ -197,7 +285,7 @@ def _breaker(module: nn.Module) -> str | None:
         if not _isotropic(padding):
             return f"padding {padding} differs between axes"
         return None
-    if isinstance(module, SREConv):
+    if isinstance(module, (SREConv, SREConvTranspose)):
         if any(s != 1 for s in module.stride):
             return f"SRE convolution with stride {module.stride} samples a grid anchored at index 0"
         if not _isotropic(module.kernel_size, module.padding, module.dilation):
@@ -233,7 +321,21 @@ def _breaker(module: nn.Module) -> str | None:
             return f"padding {padding} is not the same on every side"
         return None
     if isinstance(module, _TRANSPOSED):
-        return "dense transposed convolution (not converted: its kernel is not radially symmetric)"
+        return (
+            f"dense transposed convolution (kernel {tuple(module.kernel_size)}, stride {tuple(module.stride)}, "
+            f"padding {module.padding}, output_padding {tuple(module.output_padding)}, dilation "
+            f"{tuple(module.dilation)}): no symmetric form; convertible are stride 1 with an odd kernel, and "
+            "stride s with output size s * n (kernel - 2 * padding + output_padding = s) and an odd kernel or "
+            "kernel = s, padding 0"
+        )
+    if isinstance(module, nn.Upsample):
+        factors = module.scale_factor if isinstance(module.scale_factor, tuple) else (module.scale_factor,)
+        if module.size is not None or any(f is None or float(f) != int(f) for f in factors):
+            if module.mode in ("nearest", "nearest-exact") or module.size is not None:
+                return f"upsampling to size {module.size} / by {module.scale_factor}: not an integer factor"
+        return None
+    if isinstance(module, (nn.PixelShuffle, nn.PixelUnshuffle)):
+        return f"{type(module).__name__} assigns channels to fixed positions of each block (not rotation-equivariant)"
     return None
 
 
@@ -291,24 +393,36 @@ def convert_to_sre(
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert_to_sre: model must be a torch.nn.Module, got {type(model).__name__}.")
     converted = copy.deepcopy(model)
+    # Every path, including the second name of a shared layer; collected before any replacement.
+    targets = [(name, module) for name, module in converted.named_modules(remove_duplicate=False) if name]
+    named = dict(targets)
+    # "same" padders (``X_padding`` beside convolution ``X``) that the symmetric SRE padding replaces
+    same_pads = {
+        f"{name}_padding" for name, module in targets if isinstance(module, _CONVS) and _same_padder(
+            named.get(f"{name}_padding"), module)
+    }
     # One replacement per module object, so that a layer registered under several names stays shared.
     replacements: dict[int, nn.Module] = {}
 
     def replace(name: str, module: nn.Module) -> nn.Module:
+        if name in same_pads:
+            return nn.Identity()
         if id(module) not in replacements:
             if isinstance(module, _CONVS):
-                replacements[id(module)] = _convert_conv(name, module, kernel_size, num_rings, project_weights)
+                replacements[id(module)] = _convert_conv(
+                    name, module, kernel_size, num_rings, project_weights, f"{name}_padding" in same_pads
+                )
+            elif isinstance(module, _TRANSPOSED):
+                replacements[id(module)] = _convert_transposed(module, num_rings, project_weights)
             elif replace_pooling and isinstance(module, _MAX_POOLS + _AVG_POOLS):
                 replacements[id(module)] = _convert_pool(module)
             else:
                 replacements[id(module)] = module
         return replacements[id(module)]
 
-    if isinstance(converted, _CONVS + _MAX_POOLS + _AVG_POOLS):
+    if isinstance(converted, _CONVS + _TRANSPOSED + _MAX_POOLS + _AVG_POOLS):
         converted = replace(type(converted).__name__, converted)
     else:
-        # Every path, including the second name of a shared layer; collected before any replacement.
-        targets = [(name, module) for name, module in converted.named_modules(remove_duplicate=False) if name]
         for name, module in targets:
             new = replace(name, module)
             if new is not module:

@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""SRE networks: SREResNet and its builders."""
+"""SRE networks: SREResNet and its builders, SRE segmentation networks (``sre_basic_unet``, ``sre_unet``)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from monai_sre.networks.sre_resnet import (
     sre_resnet152,
     sre_resnet200,
 )
+from monai_sre.networks.sre_unet import sre_basic_unet, sre_unet
 
 __all__ = [
     "MODEL_TYPES",
@@ -44,4 +45,6 @@ __all__ = [
     "sre_resnet101",
     "sre_resnet152",
     "sre_resnet200",
+    "sre_basic_unet",
+    "sre_unet",
 ]

@@ -10,8 +10,13 @@ Differences from :class:`monai.networks.nets.ResNet` (same argument names and or
   stride becomes a :class:`~monai_sre.layers.SymmetricDownsample` in front of it, and the max-pool a symmetric max
   pool, so with a global-pooling head the logits are exactly invariant to the 8 (2D) or 48 (3D) rot90/flip
   symmetries of the input at any input size, odd or even (28, 64, 65, ...);
-- ``norm`` and ``act`` reach every block and shortcut (MONAI applies them to the stem only), ``norm="instance"``
-  (no affine weight) works, and ``shortcut_type="A"`` is scriptable;
+- ``norm`` and ``act`` reach every block and shortcut (MONAI applies them to the stem only; a norm with a fixed
+  ``normalized_shape`` stays at the stem, and ``block_norm`` chooses another), ``norm="instance"`` (no affine weight)
+  works, and ``shortcut_type="A"`` is scriptable;
+- a fresh BatchNorm's running variance accounts for the gain of its SRE kernel on smooth input, so untrained deep
+  networks stay finite in eval mode; ``zero_init_residual`` (as torchvision) keeps them O(1) at every depth;
+- ``sre_resnetN(pretrained=<path>)`` loads a local checkpoint as MONAI's builders do; no public SRE weights exist,
+  so ``pretrained=True`` raises;
 - defaults suit MedMNIST: a 5-voxel stem at stride 1 and no max-pool (``conv1_t_size=5``, ``no_max_pool=True``),
   stage kernels ``[9, 9, 5, 5]`` in 1D/2D and ``5`` in 3D;
 - the input is checked: rank, channel count and a minimum size (see :attr:`SREResNet.min_input_size`).
@@ -20,7 +25,9 @@ Differences from :class:`monai.networks.nets.ResNet` (same argument names and or
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.networks.layers.factories import Conv, Pool
@@ -46,6 +53,9 @@ __all__ = [
     "sre_resnet152",
     "sre_resnet200",
     "default_kernel_sizes",
+    "smooth_input_gain",
+    "SRE_RESNET_PARAMS",
+    "SHIPPED_WEIGHTS",
 ]
 
 _KernelSize = Sequence[int] | int
@@ -61,6 +71,45 @@ def default_kernel_sizes(spatial_dims: int) -> tuple[int, int, int, int]:
         one odd kernel size per stage.
     """
     return (5, 5, 5, 5) if spatial_dims == 3 else (9, 9, 5, 5)
+
+
+@torch.no_grad()
+def smooth_input_gain(conv: SREConv, max_channels: int = 32) -> float:
+    """How many times more of a spatially constant input than of white noise an SRE convolution passes on.
+
+    A band weight is shared by all ``n_b`` taps of its band, so a constant input (and the mean that every ReLU output
+    carries) adds up ``n_b`` equal terms per band: the kernel's power gain at zero frequency is ``sum_b n_b^2 w_b^2``
+    where white noise sees ``sum_b n_b w_b^2``. For random band weights the ratio is ``sum_b n_b^2 / sum_b n_b``:
+    1.9 for 9-tap 1D kernels, 10 (5x5) to 22 (9x9) in 2D, 51 for 5x5x5; a dense kernel with independent taps has 1.
+
+    Args:
+        conv: the SRE convolution, measured on its current weights through its own dense kernel (so whatever the
+            parameterisation of the band weights).
+        max_channels: output channels measured (the first ones): the ratio is a mean over channels.
+
+    Returns:
+        ``sum_{o,i} (sum_t K[o, i, t])^2 / sum_{o,i,t} K[o, i, t]^2`` of the dense kernel ``K``.
+    """
+    rows = min(conv.weight.shape[0], max_channels)
+    with torch.random.fork_rng(devices=[]):  # the probe's own initialisation leaves the caller's random stream alone
+        probe = SREConv(conv.spatial_dims, conv.weight.shape[1], rows, conv.kernel_size, bias=False,
+                        num_rings=conv.num_rings, device=conv.weight.device, dtype=conv.weight.dtype)
+    probe.weight.copy_(conv.weight[:rows])
+    kernel = probe.dense_kernel().flatten(2)
+    return float(kernel.sum(-1).pow(2).sum() / kernel.pow(2).sum().clamp_min(torch.finfo(kernel.dtype).tiny))
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def _block_norm(norm: str | tuple) -> str | tuple:
+    """The norm of the blocks for a stem ``norm``: the same, except for one whose arguments fix the feature shape
+    (LayerNorm's ``normalized_shape``), which fits the stem only; then batch norm, as MONAI's ResNet has there."""
+    if isinstance(norm, (tuple, list)) and len(norm) > 1 and isinstance(norm[1], dict) and (
+        "normalized_shape" in norm[1]
+    ):
+        return "batch"
+    return norm
 
 
 def _is_strided(stride: Sequence[int] | int) -> bool:
@@ -264,11 +313,19 @@ class SREResNet(nn.Module):
         feed_forward: add the final linear layer; False returns the pooled features.
         bias_downsample: bias of the 1x1 shortcut convolution (type "B").
         act: activation type and arguments, used in the stem and every block.
-        norm: feature normalization type and arguments, used in the stem, every block and every shortcut.
+        norm: feature normalization type and arguments, used in the stem, every block and every shortcut (see
+            ``block_norm``).
         kernel_size: odd SRE kernel size of the stages: one int for all four, or a list of four (each an int or a
             per-axis tuple); None gives :func:`default_kernel_sizes` (``[9, 9, 5, 5]`` in 1D/2D, ``5`` in 3D).
         num_rings: number of bands of every SRE kernel; None gives one-voxel rings (``k // 2 + 1`` bands).
         downsample_mode: ``"avg"`` (default) or ``"max"`` symmetric downsampling for the strided stem and stages.
+        zero_init_residual: zero the weight of the last norm of every residual branch (torchvision's option), so
+            that every block starts as its shortcut: activations of a fresh network then stay O(1) at every depth,
+            also in eval mode. Without it a fresh network in eval mode (BatchNorm still the identity) grows about
+            1.4x per residual block, as MONAI's ResNet does (up to ~1e8 for SRE-ResNet-200).
+        block_norm: norm of the blocks and shortcuts; None gives ``norm``, except that a norm whose arguments fix
+            the feature shape (``("layer", {"normalized_shape": ...})``, which fits the stem only) gives ``"batch"``
+            in the blocks, as in MONAI's ResNet.
 
     Raises:
         ValueError: for an unknown ``block``, ``shortcut_type`` or ``downsample_mode``, ``layers``,
@@ -299,9 +356,12 @@ class SREResNet(nn.Module):
         kernel_size: Sequence[_KernelSize] | int | None = None,
         num_rings: int | None = None,
         downsample_mode: str = "avg",
+        zero_init_residual: bool = False,
+        block_norm: str | tuple | None = None,
     ) -> None:
         super().__init__()
         block_type = _resolve_block(block)
+        block_norm = _block_norm(norm) if block_norm is None else block_norm
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
         if len(layers) != 4 or len(block_inplanes) != 4:
@@ -339,7 +399,7 @@ class SREResNet(nn.Module):
         self.act = get_act_layer(name=act)
         self.maxpool = nn.Identity() if no_max_pool else SymmetricDownsample(spatial_dims, 2, "max")
         common = {"spatial_dims": spatial_dims, "shortcut_type": shortcut_type, "bias_downsample": bias_downsample,
-                  "act": act, "norm": norm, "num_rings": num_rings, "downsample_mode": downsample_mode}
+                  "act": act, "norm": block_norm, "num_rings": num_rings, "downsample_mode": downsample_mode}
         self.layer1 = self._make_layer(block_type, planes[0], layers[0], 1, stage_kernels[0], **common)
         self.layer2 = self._make_layer(block_type, planes[1], layers[1], 2, stage_kernels[1], **common)
         self.layer3 = self._make_layer(block_type, planes[2], layers[2], 2, stage_kernels[2], **common)
@@ -351,7 +411,7 @@ class SREResNet(nn.Module):
         #: Smallest accepted input size per axis: every downsampling must receive at least ``stride`` voxels,
         #: otherwise it no longer downsamples and the deeper stages run on a single voxel.
         self.min_input_size = tuple(_minimum_size(s) for s in strides_per_axis)
-        self._init_weights(type(self.bn1))
+        self._init_weights(zero_init_residual)
 
     @staticmethod
     def _stage_kernels(kernel_size: Sequence[_KernelSize] | int | None, spatial_dims: int) -> list[_KernelSize]:
@@ -400,8 +460,16 @@ class SREResNet(nn.Module):
             stage.append(block(self.in_planes, planes, spatial_dims, 1, None, **options))
         return nn.Sequential(*stage)
 
-    def _init_weights(self, norm_type: type) -> None:
-        """He (fan-out) initialisation as in MONAI's ResNet, with the true fan of the SRE kernels."""
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        """He (fan-out) initialisation as in MONAI's ResNet with the true fan of the SRE kernels; norms at 1 and 0.
+
+        A fresh BatchNorm's running variance (used in eval mode) starts at the gain of its SRE kernel on a smooth
+        input relative to white noise (:func:`smooth_input_gain`) instead of 1: a band weight is shared by many taps,
+        so with a running variance of 1 every SRE layer amplified the mean of its input 10-50 times and untrained
+        deep networks reached 1e28 and NaN in eval mode. Training replaces the statistics (momentum 0.1) and the
+        weights and training-mode outputs are those of He's initialisation. ``zero_init_residual`` zeroes the
+        weight of the last norm of every residual branch, so that each block starts as its shortcut.
+        """
         for m in self.modules():
             if isinstance(m, SREConv):
                 # Only the taps inside the circle carry a weight: fan-out = out_channels * taps inside.
@@ -409,7 +477,7 @@ class SREResNet(nn.Module):
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, norm_type):
+            elif isinstance(m, _NORMS):
                 # Norms without affine parameters (InstanceNorm's default) have weight None.
                 if getattr(m, "weight", None) is not None:
                     nn.init.constant_(m.weight, 1.0)
@@ -417,6 +485,25 @@ class SREResNet(nn.Module):
                     nn.init.constant_(m.bias, 0.0)
             elif isinstance(m, nn.Linear):
                 nn.init.constant_(m.bias, 0.0)
+        for conv, norm in self._conv_norm_pairs():
+            if getattr(norm, "running_var", None) is not None:
+                norm.running_var.fill_(smooth_input_gain(conv))
+        if zero_init_residual:
+            for block in self.modules():
+                last = block.bn3 if isinstance(block, SREResNetBottleneck) else (
+                    block.bn2 if isinstance(block, SREResNetBlock) else None)
+                if getattr(last, "weight", None) is not None:
+                    nn.init.zeros_(last.weight)
+
+    def _conv_norm_pairs(self) -> list[tuple[SREConv, nn.Module]]:
+        """Every SRE convolution with the norm that follows it."""
+        pairs: list[tuple[SREConv, nn.Module]] = [(self.conv1, self.bn1)]
+        for block in self.modules():
+            if isinstance(block, SREResNetBlock):
+                pairs += [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+            elif isinstance(block, SREResNetBottleneck):
+                pairs.append((block.conv2, block.bn2))
+        return pairs
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self.spatial_dims + 2:
@@ -465,85 +552,102 @@ class SREResNet(nn.Module):
         return x
 
 
-def sre_resnet10(**kwargs) -> SREResNet:
-    """SRE-ResNet-10 (basic blocks ``[1, 1, 1, 1]``); ``kwargs`` go to :class:`SREResNet`.
+#: The architectures of the builders, as MONAI's ``resnet_params`` and torchvision's builders: depth ->
+#: (block, blocks per stage).
+SRE_RESNET_PARAMS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+#: Trained SRE weights that ship with this project (MedMNIST bundles), named when ``pretrained=True`` is asked for.
+SHIPPED_WEIGHTS = (
+    "bundles/sre_medmnist_2d/models/model.pt (SRE-ResNet-18, 2D, widen_factor=0.5, kernel_size=[9, 9, 5, 5])",
+    "bundles/sre_medmnist_3d/models/model.pt (SRE-ResNet-18, 3D, widen_factor=0.5, kernel_size=5)",
+)
+
+
+def _load_pretrained(model: SREResNet, path: str | os.PathLike) -> None:
+    # The project's checkpoint reader checks the file and names it in every error; repoint these lines to
+    # monai_sre.io.checkpoints.load_weights(model, path) when checkpoint loading moves there (issue 16).
+    from monai_sre.networks.classifier import check_checkpoint
+
+    state = torch.load(check_checkpoint(path, model), map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
+
+
+def _sre_resnet(depth: int, pretrained: bool | str | os.PathLike, progress: bool, **kwargs: Any) -> SREResNet:
+    """Build SRE-ResNet-``depth`` from :data:`SRE_RESNET_PARAMS` and load ``pretrained`` weights as MONAI does."""
+    if pretrained is True:
+        shipped = "; ".join(SHIPPED_WEIGHTS)
+        raise NotImplementedError(
+            f"sre_resnet{depth}(pretrained=True): no public pretrained weights exist for SRE-ResNet-{depth} (MONAI's "
+            "pretrained=True downloads MedicalNet weights of dense 3D ResNets, which do not fit SRE kernels). Pass "
+            "pretrained=<path to a checkpoint of this architecture>, e.g. a run of the MedMNIST bundles or their "
+            f"shipped weights: {shipped}."
+        )
+    block, layers = SRE_RESNET_PARAMS[depth]
+    model = SREResNet(block, list(layers), get_inplanes(), **kwargs)
+    if pretrained is not False and pretrained is not None:
+        if not isinstance(pretrained, (str, os.PathLike)):
+            raise TypeError(f"pretrained must be False, True or a checkpoint path, got {type(pretrained).__name__}.")
+        _load_pretrained(model, pretrained)
+    return model
+
+
+def sre_resnet10(pretrained: bool | str | os.PathLike = False, progress: bool = True, **kwargs: Any) -> SREResNet:
+    """SRE-ResNet-10 (basic blocks ``[1, 1, 1, 1]``): :func:`sre_resnet200`'s arguments."""
+    return _sre_resnet(10, pretrained, progress, **kwargs)
+
+
+def sre_resnet18(pretrained: bool | str | os.PathLike = False, progress: bool = True, **kwargs: Any) -> SREResNet:
+    """SRE-ResNet-18 (basic blocks ``[2, 2, 2, 2]``): :func:`sre_resnet200`'s arguments."""
+    return _sre_resnet(18, pretrained, progress, **kwargs)
+
+
+def sre_resnet34(pretrained: bool | str | os.PathLike = False, progress: bool = True, **kwargs: Any) -> SREResNet:
+    """SRE-ResNet-34 (basic blocks ``[3, 4, 6, 3]``): :func:`sre_resnet200`'s arguments."""
+    return _sre_resnet(34, pretrained, progress, **kwargs)
+
+
+def sre_resnet50(pretrained: bool | str | os.PathLike = False, progress: bool = True, **kwargs: Any) -> SREResNet:
+    """SRE-ResNet-50 (bottleneck blocks ``[3, 4, 6, 3]``): :func:`sre_resnet200`'s arguments."""
+    return _sre_resnet(50, pretrained, progress, **kwargs)
+
+
+def sre_resnet101(pretrained: bool | str | os.PathLike = False, progress: bool = True, **kwargs: Any) -> SREResNet:
+    """SRE-ResNet-101 (bottleneck blocks ``[3, 4, 23, 3]``): :func:`sre_resnet200`'s arguments."""
+    return _sre_resnet(101, pretrained, progress, **kwargs)
+
+
+def sre_resnet152(pretrained: bool | str | os.PathLike = False, progress: bool = True, **kwargs: Any) -> SREResNet:
+    """SRE-ResNet-152 (bottleneck blocks ``[3, 8, 36, 3]``): :func:`sre_resnet200`'s arguments."""
+    return _sre_resnet(152, pretrained, progress, **kwargs)
+
+
+def sre_resnet200(pretrained: bool | str | os.PathLike = False, progress: bool = True, **kwargs: Any) -> SREResNet:
+    """SRE-ResNet-200 (bottleneck blocks ``[3, 24, 36, 3]``), with the arguments of MONAI's ``resnet200``.
+
+    All ``sre_resnetN`` builders take these arguments; the architectures come from :data:`SRE_RESNET_PARAMS`.
 
     Args:
+        pretrained: False (fresh weights); or the path of a checkpoint of the same architecture (a state dict, flat
+            or under ``"model"`` as the bundles write it), loaded strictly, as MONAI's builders load a path.
+            ``True`` raises: no public SRE weights exist (the error names the shipped MedMNIST weights).
+        progress: accepted for MONAI/torchvision compatibility; nothing is downloaded.
         kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
 
     Returns:
         the network.
+
+    Raises:
+        NotImplementedError: for ``pretrained=True``.
+        TypeError: for a ``pretrained`` that is neither a bool nor a path.
+        FileNotFoundError: when the checkpoint file does not exist.
+        ValueError: when the checkpoint is unreadable or does not fit the architecture (names the file).
     """
-    return SREResNet(SREResNetBlock, [1, 1, 1, 1], get_inplanes(), **kwargs)
-
-
-def sre_resnet18(**kwargs) -> SREResNet:
-    """SRE-ResNet-18 (basic blocks ``[2, 2, 2, 2]``); ``kwargs`` go to :class:`SREResNet`.
-
-    Args:
-        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
-
-    Returns:
-        the network.
-    """
-    return SREResNet(SREResNetBlock, [2, 2, 2, 2], get_inplanes(), **kwargs)
-
-
-def sre_resnet34(**kwargs) -> SREResNet:
-    """SRE-ResNet-34 (basic blocks ``[3, 4, 6, 3]``); ``kwargs`` go to :class:`SREResNet`.
-
-    Args:
-        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
-
-    Returns:
-        the network.
-    """
-    return SREResNet(SREResNetBlock, [3, 4, 6, 3], get_inplanes(), **kwargs)
-
-
-def sre_resnet50(**kwargs) -> SREResNet:
-    """SRE-ResNet-50 (bottleneck blocks ``[3, 4, 6, 3]``); ``kwargs`` go to :class:`SREResNet`.
-
-    Args:
-        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
-
-    Returns:
-        the network.
-    """
-    return SREResNet(SREResNetBottleneck, [3, 4, 6, 3], get_inplanes(), **kwargs)
-
-
-def sre_resnet101(**kwargs) -> SREResNet:
-    """SRE-ResNet-101 (bottleneck blocks ``[3, 4, 23, 3]``); ``kwargs`` go to :class:`SREResNet`.
-
-    Args:
-        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
-
-    Returns:
-        the network.
-    """
-    return SREResNet(SREResNetBottleneck, [3, 4, 23, 3], get_inplanes(), **kwargs)
-
-
-def sre_resnet152(**kwargs) -> SREResNet:
-    """SRE-ResNet-152 (bottleneck blocks ``[3, 8, 36, 3]``); ``kwargs`` go to :class:`SREResNet`.
-
-    Args:
-        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
-
-    Returns:
-        the network.
-    """
-    return SREResNet(SREResNetBottleneck, [3, 8, 36, 3], get_inplanes(), **kwargs)
-
-
-def sre_resnet200(**kwargs) -> SREResNet:
-    """SRE-ResNet-200 (bottleneck blocks ``[3, 24, 36, 3]``); ``kwargs`` go to :class:`SREResNet`.
-
-    Args:
-        kwargs: arguments of :class:`SREResNet` other than ``block``, ``layers`` and ``block_inplanes``.
-
-    Returns:
-        the network.
-    """
-    return SREResNet(SREResNetBottleneck, [3, 24, 36, 3], get_inplanes(), **kwargs)
+    return _sre_resnet(200, pretrained, progress, **kwargs)

@@ -78,7 +78,9 @@ def test_signature_mirrors_monai_resnet():
     # Only the MedMNIST-friendly stem differs: 5-voxel stem and no max-pool (documented).
     assert differing == {"conv1_t_size", "no_max_pool"}
     extra = ours[len(theirs):]
-    assert [p.name for p in extra] == ["kernel_size", "num_rings", "downsample_mode"]
+    assert [p.name for p in extra] == [
+        "kernel_size", "num_rings", "downsample_mode", "zero_init_residual", "block_norm"
+    ]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
 
 
