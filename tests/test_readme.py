@@ -28,6 +28,16 @@ def test_usage_example_runs():
     exec(compile(code, "README.md", "exec"), {})
 
 
+def test_segmentation_example_runs():
+    code = re.search(r"## Drop-in for MONAI's networks\n.*?```python\n(.*?)```", README, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["seg"].shape == (1, 3, 64, 64)
+    from monai.bundle import ConfigParser
+
+    assert ConfigParser(scope["config"]).get_parsed_content("network_def").__class__.__name__ == "BasicUNet"
+
+
 def test_two_setup_commands_match_ci():
     ci_lines = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text().splitlines()
     setup = re.search(r"## Set-up on a fresh machine.*?\n## ", README, re.S).group(0)

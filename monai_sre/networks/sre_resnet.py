@@ -322,7 +322,7 @@ class SREResNet(nn.Module):
         zero_init_residual: zero the weight of the last norm of every residual branch (torchvision's option), so
             that every block starts as its shortcut: activations of a fresh network then stay O(1) at every depth,
             also in eval mode. Without it a fresh network in eval mode (BatchNorm still the identity) grows about
-            1.4x per residual block, as MONAI's ResNet does (up to ~1e8 for SRE-ResNet-200).
+            1.4x per residual block, as MONAI's ResNet does (1e8-1e10 for SRE-ResNet-200).
         block_norm: norm of the blocks and shortcuts; None gives ``norm``, except that a norm whose arguments fix
             the feature shape (``("layer", {"normalized_shape": ...})``, which fits the stem only) gives ``"batch"``
             in the blocks, as in MONAI's ResNet.

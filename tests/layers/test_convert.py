@@ -19,6 +19,7 @@ from monai_sre import convert_to_sre
 from monai_sre.layers import (
     OUTSIDE,
     SREConv,
+    SREConvTranspose,
     SymmetricDownsample,
     find_symmetry_breakers,
     project_dense_kernel,
@@ -262,3 +263,100 @@ def test_pool_feeding_an_unpool_is_left_in_place():
     with pytest.warns(UserWarning, match=r"0: strided MaxPool2d"):
         converted = convert_to_sre(model, replace_pooling=True)
     assert isinstance(converted[0], nn.MaxPool2d)
+
+
+def _radial_dense(out_channels: int, in_channels: int, k: int, dims: int = 2) -> torch.Tensor:
+    """A dense kernel that is already radially symmetric: constant on every band, zero outside the circle."""
+    index = ring_index(k, dims)
+    bands = torch.randn(out_channels, in_channels, int(index.max()) + 2)
+    return torch.nn.functional.pad(bands[..., :-1], (0, 1))[..., torch.where(index == OUTSIDE, bands.shape[-1] - 1,
+                                                                              index)]
+
+
+def test_stride_1_transposed_convolution_becomes_sre_conv_transpose():
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose2d(3, 4, 5, padding=2)
+    with torch.no_grad():
+        deconv.weight.copy_(_radial_dense(3, 4, 5))
+    converted = convert_to_sre(nn.Sequential(deconv))
+    assert isinstance(converted[0], SREConvTranspose) and converted[0].padding == (2, 2)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), deconv(x), rtol=1e-5, atol=1e-5)  # a radial kernel is kept exactly
+    assert find_symmetry_breakers(converted) == []
+
+
+def test_kernel_equal_to_stride_becomes_nearest_upsampling_and_the_tap_mean():
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose3d(3, 4, 2, stride=2)  # BasicUNet's deconv
+    converted = convert_to_sre(deconv)
+    assert isinstance(converted[0], nn.Upsample) and converted[0].mode == "nearest"
+    assert isinstance(converted[1], nn.Conv3d) and converted[1].kernel_size == (1, 1, 1)
+    torch.testing.assert_close(converted[1].weight[..., 0, 0, 0], deconv.weight.mean((2, 3, 4)).T)
+    with torch.no_grad():
+        deconv.weight.copy_(deconv.weight.mean((2, 3, 4), keepdim=True).expand_as(deconv.weight))
+        converted = convert_to_sre(deconv)
+        x = torch.randn(1, 3, 4, 5, 6)
+        torch.testing.assert_close(converted(x), deconv(x))  # all 8 taps equal: exactly the same layer
+
+
+def test_strided_odd_transposed_convolution_becomes_upsampling_and_sre_conv():
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1, groups=1)  # MONAI UNet's up-conv
+    converted = convert_to_sre(deconv)
+    assert isinstance(converted[0], nn.Upsample) and isinstance(converted[1], SREConv)
+    x = torch.ones(1, 2, 6, 6)
+    with torch.no_grad():
+        y, z = deconv(x), converted(x)
+    assert y.shape == z.shape == (1, 3, 12, 12)
+    # the gain is kept: on a constant input the interiors have the same mean per channel
+    torch.testing.assert_close(z[..., 2:-2, 2:-2].mean((2, 3)), y[..., 2:-2, 2:-2].mean((2, 3)), rtol=1e-4, atol=1e-5)
+    assert find_symmetry_breakers(converted) == []
+
+
+def test_monai_upsample_deconv_mode_converts():
+    from monai.networks.blocks import UpSample
+
+    up = UpSample(2, 4, 2, scale_factor=2, mode="deconv")
+    converted = convert_to_sre(up)
+    assert find_symmetry_breakers(converted) == []
+    assert torch.equal(torch.tensor(converted(torch.randn(1, 4, 5, 5)).shape), torch.tensor([1, 2, 10, 10]))
+
+
+def test_transposed_convolution_without_symmetric_form_is_reported():
+    model = nn.Sequential(nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1), nn.PixelShuffle(2))
+    with pytest.warns(UserWarning, match=r"0: dense transposed convolution \(kernel \(4, 4\), stride \(2, 2\).*"
+                      r"1: PixelShuffle assigns channels"):
+        converted = convert_to_sre(model)
+    assert isinstance(converted[0], nn.ConvTranspose2d)
+
+
+class _SamePadded(nn.Module):
+    """MONAI EfficientNet's pattern: a convolution ``conv`` fed by its TensorFlow-style padder ``conv_padding``."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, stride=stride, bias=False)
+        self.conv_padding = nn.ConstantPad2d((0, 1, 0, 1) if stride == 2 else (1, 1, 1, 1), 0.0)
+        self.other_padding = nn.ZeroPad2d((0, 1, 0, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.conv_padding(x))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_uneven_same_padding_becomes_symmetric(stride):
+    torch.manual_seed(0)
+    model = _SamePadded(stride)
+    with pytest.warns(UserWarning, match=r"other_padding: padding \(0, 1, 0, 0\) is not the same") as record:
+        converted = convert_to_sre(model)
+    assert len(record) == 1 and "conv_padding" not in str(record[0].message)  # fixed, the stray padder reported
+    assert isinstance(converted.conv_padding, nn.Identity)
+    sre = converted.conv if stride == 1 else converted.conv[0]
+    assert isinstance(sre, SREConv) and sre.padding == (1, 1)
+    x = torch.randn(1, 2, 8, 8)
+    with torch.no_grad():
+        assert converted(x).shape == model(x).shape == (1, 3, 8 // stride, 8 // stride)
+        if stride == 1:  # symmetric "same" padding moved into the convolution: the same function
+            reference = convert_to_sre(nn.Sequential(model.conv_padding, model.conv))
+            torch.testing.assert_close(converted(x), reference(x))
