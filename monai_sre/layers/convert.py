@@ -129,7 +129,7 @@ def _convert_conv(
     kernel_size: Sequence[int] | int | None,
     num_rings: int | None,
     project_weights: bool,
-    same_padding: bool = False,
+    padder_removed: bool = False,
 ) -> nn.Module:
     if isinstance(conv.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"convert_to_sre: layer {name!r} is a lazy convolution; run one forward pass first.")
@@ -138,7 +138,7 @@ def _convert_conv(
     stride = tuple(conv.stride)
     strided = any(s != 1 for s in stride)
     padding = _resolve_padding(conv, dims)
-    if same_padding:  # its padder is removed: pad symmetrically, as "same" at stride 1
+    if padder_removed:  # its padder is removed: pad symmetrically, as "same" at stride 1
         padding = same_padding(source, conv.dilation)
     if all(k == 1 for k in source):
         if not strided:
