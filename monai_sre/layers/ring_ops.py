@@ -14,6 +14,11 @@ alive at once. The backward (:class:`RingDecomposedConv`) keeps only the input: 
 each band's adjoint (correlation with the same symmetric mask), and both the input and the weight gradient come from
 that by matrix products, so no band sums are stored.
 
+On CUDA the same operator also runs as fused Triton kernels (:mod:`monai_sre.layers.ring_triton`, imported only when
+that path runs: :func:`triton_available`, :func:`ring_conv_triton`), and :func:`time_call` measures the paths for
+``path="auto"``. Under autocast, :func:`autocast_dtype` names the dtype the operands are cast to (the custom
+operators then run with autocast off, on operands of one dtype).
+
 Everything here is a function of tensors and ints (no module state). :class:`~monai_sre.layers.SREConv` holds the
 band masks, caches the per-band filters and chooses the path; the functions used by its scripted forward
 (:func:`ring_conv_forward`, :func:`ring_conv_portable`, :func:`conv_nd`, ...) are TorchScript-compatible.
@@ -21,8 +26,12 @@ band masks, caches the per-band filters and chooses the path; the functions used
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from collections.abc import Sequence
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -47,6 +56,11 @@ __all__ = [
     "ring_conv_backward",
     "RingDecomposedConv",
     "ring_conv_portable",
+    "autocast_dtype",
+    "band_tap_offsets",
+    "triton_available",
+    "ring_conv_triton",
+    "time_call",
 ]
 
 #: Cost of one pass over a channel of a feature map (read and write), in multiply-adds of a large matrix product, the
@@ -267,6 +281,7 @@ def band_sum_adjoint(grad: torch.Tensor, filters: torch.Tensor, stride: list[int
 
 # ------------------------------------------------------------------------------------------------ batch chunks
 @torch.jit.unused
+@torch.compiler.assume_constant_result
 def cpu_chunk_bytes() -> int:
     """The decomposed path's batch-chunk budget on CPU: :data:`CPU_CHUNK_BYTES` per thread."""
     return CPU_CHUNK_BYTES * torch.get_num_threads()
@@ -423,13 +438,17 @@ class RingDecomposedConv(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.operands = (out_filters, paddings, bands, stride, dilation, groups, budget)
         ctx.has_bias = bias is not None
-        return ring_conv_forward(x, weight, bias, in_filters, paddings, bands, stride, dilation, groups, budget)
+        # The operands share one dtype (the caller casts them under autocast); autocast must not recast them.
+        with torch.autocast(x.device.type, enabled=False):
+            return ring_conv_forward(x, weight, bias, in_filters, paddings, bands, stride, dilation, groups, budget)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
-        grads = ring_conv_backward(grad, x, weight, *ctx.operands, needs_input_grad=needs)
+        # On CPU the backward runs on the caller's thread, inside the caller's autocast region if any.
+        with torch.autocast(x.device.type, enabled=False):
+            grads = ring_conv_backward(grad.to(x.dtype), x, weight, *ctx.operands, needs_input_grad=needs)
         return grads + (None,) * 8
 
 
@@ -465,3 +484,111 @@ def ring_conv_portable(
     sums = sums.reshape([batch, channels * masks.shape[0]] + list(sums.shape[2:]))
     mix = weight.reshape([weight.shape[0], -1] + [1] * spatial)
     return conv_nd(sums, mix, bias, [1] * spatial, [0] * spatial, [1] * spatial, groups)
+
+
+# ------------------------------------------------------------------------------------------------ mixed precision
+@torch.jit.unused
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs convolutions in on ``device_type`` (e.g. ``torch.bfloat16``), None when it is off.
+
+    Args:
+        device_type: ``"cpu"``, ``"cuda"``, ...
+
+    Returns:
+        the autocast dtype, or None.
+    """
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ Triton kernels
+def band_tap_offsets(index: torch.Tensor, bands: Sequence[int], dilation: Sequence[int],
+                     padding: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input offsets of every kernel tap, grouped by band: the geometry of the Triton kernels.
+
+    Output voxel ``o`` of a stride-1 convolution reads input voxel ``o + offset`` at a tap, with ``offset = tap *
+    dilation - padding`` per axis; offsets are padded to three axes (depth, height, width) in front.
+
+    Args:
+        index: band map from :func:`~monai_sre.layers.rings.ring_index`.
+        bands: the bands to list, in this order.
+        dilation: the convolution's dilation.
+        padding: the convolution's (symmetric) padding.
+
+    Returns:
+        ``offsets`` int32 ``(taps, 3)`` and ``starts`` int32 ``(len(bands) + 1,)``: band ``bands[i]`` owns taps
+        ``starts[i]:starts[i + 1]``.
+    """
+    scale = torch.tensor(list(dilation))
+    shift = torch.tensor(list(padding))
+    rows, starts = [], [0]
+    for band in bands:
+        taps = torch.nonzero(index == band) * scale - shift
+        rows.append(F.pad(taps, (3 - taps.shape[1], 0)))
+        starts.append(starts[-1] + len(taps))
+    return torch.cat(rows).to(torch.int32), torch.tensor(starts, dtype=torch.int32)
+
+
+@torch.jit.unused
+def triton_available(device: torch.device) -> bool:
+    """Whether the Triton kernels can run on ``device``: CUDA with Triton installed, or CPU tensors in Triton's
+    interpreter (``TRITON_INTERPRET=1``, how the tests check the kernels without a GPU)."""
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    if device.type not in ("cpu", "cuda"):
+        return False
+    return importlib.util.find_spec("triton") is not None
+
+
+@torch.jit.unused
+def ring_conv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, bands: list[int],
+                     offsets: torch.Tensor, starts: torch.Tensor, out_spatial: list[int]) -> torch.Tensor:
+    """The ring-decomposed convolution (stride 1, groups 1) through the fused Triton kernels, with autograd.
+
+    Args:
+        x: input ``(batch, in_channels, *spatial)``.
+        weight: band weights ``(out_channels, in_channels, num_rings)``, the dtype of ``x``.
+        bias: ``(out_channels,)`` or None.
+        bands: the non-empty bands.
+        offsets: tap offsets on ``x``'s device (:func:`band_tap_offsets`).
+        starts: band starts on ``x``'s device (:func:`band_tap_offsets`).
+        out_spatial: the output's spatial shape.
+
+    Returns:
+        the output ``(batch, out_channels, *out_spatial)``, stored channels-last.
+    """
+    from monai_sre.layers.ring_triton import RingTritonConv  # Triton only when this path runs
+
+    with torch.autocast(x.device.type, enabled=False):
+        return RingTritonConv.apply(x, weight, bias, bands, offsets, starts, out_spatial)
+
+
+# ------------------------------------------------------------------------------------------------ measured choice
+@torch.jit.unused
+def time_call(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
+    """Median wall-clock seconds of ``fn()`` on ``device`` (synchronised), after one untimed warm-up call (kernel
+    compilation, allocator, cuDNN algorithm search).
+
+    Args:
+        fn: what to time.
+        device: the device ``fn`` runs on.
+        repeats: timed calls.
+
+    Returns:
+        the median seconds.
+    """
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

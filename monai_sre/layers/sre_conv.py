@@ -10,10 +10,19 @@ Two execution paths give the same result (to float tolerance):
   a scatter-add) and runs one ``F.convNd``; it costs ``Cin/g * Cout * k^d`` multiply-adds per output voxel.
 - ``"decomposed"`` sums every input channel over each band and mixes bands and channels with matrix products
   (:mod:`monai_sre.layers.ring_ops`, which holds that operator, its backward and its cost model).
+- ``"triton"`` runs the same decomposition as fused Triton kernels on CUDA (:mod:`monai_sre.layers.ring_triton`):
+  band sums of a tile formed in registers and fed into one tensor-core product over all bands; stride 1, groups 1.
 
-``path="auto"`` (default) picks the cheaper one per layer with a cost model calibrated on CPU
-(:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd enabled) and
-inference. In inference (no autograd needed for the weight) the dense kernel is cached; the cache is keyed on the
+``path="auto"`` (default) picks the fastest per layer. On CUDA it measures every available path the first time it
+meets an input (device, shape, memory format, dtype, autocast dtype and grad mode) and keeps the winner per layer;
+on CPU, where timings on shared cores are noisy and tests must be deterministic, it uses a cost model calibrated by
+measurement (:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd
+enabled) and inference. ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too, ``MONAI_SRE_AUTOTUNE=0`` never measures (the
+cost model on CPU, the dense path elsewhere). Under ``torch.compile`` nothing is measured: a choice measured before
+compiling is kept, otherwise the static one applies.
+
+Mixed precision: under ``torch.autocast`` every path computes in the autocast dtype (float16 or bfloat16) and
+returns it, as ``torch.nn.Conv`` does; channels-last inputs run on every path without copies back and forth. In inference (no autograd needed for the weight) the dense kernel is cached; the cache is keyed on the
 weight's version counter, storage, device and dtype, so ``load_state_dict``, in-place updates and ``.to()`` all
 invalidate it, and it never holds an autograd graph. The decomposed path keeps its fixed per-band filters per dtype,
 channel count and device. Under TorchScript and tracing (ONNX export) the decomposed path runs as plain convolutions,
@@ -23,6 +32,7 @@ so exported graphs contain only standard operators.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -31,9 +41,11 @@ from torch import nn
 
 from monai_sre.layers.ring_ops import (
     RingDecomposedConv,
+    autocast_dtype,
     band_boxes,
     band_filters,
     band_padding,
+    band_tap_offsets,
     band_taps,
     channels_last,
     conv_nd,
@@ -42,6 +54,9 @@ from monai_sre.layers.ring_ops import (
     decomposition_pays_off,
     ring_conv_forward,
     ring_conv_portable,
+    ring_conv_triton,
+    time_call,
+    triton_available,
 )
 from monai_sre.layers.rings import (
     OUTSIDE,
@@ -63,10 +78,13 @@ __all__ = [
     "SREConvTranspose2d",
     "SREConvTranspose3d",
     "decomposition_pays_off",
+    "AUTOTUNE_ENV",
 ]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-_PATHS = ("auto", "dense", "decomposed")
+_PATHS = ("auto", "dense", "decomposed", "triton")
+#: Environment variable: "1" measures the paths of ``path="auto"`` on every device, "0" on none (default: CUDA only).
+AUTOTUNE_ENV = "MONAI_SRE_AUTOTUNE"
 
 
 @torch.jit.unused
@@ -86,7 +104,7 @@ class _SREConvNd(nn.Module):
 
     __constants__ = ["spatial_dims", "in_channels", "out_channels", "groups", "num_rings", "padding_mode", "path"]
     # An eager-only cache (dtype and device keys): TorchScript builds the band filters on the fly.
-    __jit_ignored_attributes__ = ("_band_filter_cache",)
+    __jit_ignored_attributes__ = ("_band_filter_cache", "_tap_offset_cache", "_path_choice")
 
     def __init__(
         self,
@@ -152,6 +170,9 @@ class _SREConvNd(nn.Module):
         # the non-empty bands, the only ones the decomposed path sums over
         self._bands = [band for band in range(self.num_rings) if len(self._band_boxes[band]) > 0]
         self._band_filter_cache: dict[tuple, torch.Tensor] = {}
+        # the Triton kernels' tap offsets per (padding, device), and the measured path per input key (path="auto")
+        self._tap_offset_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._path_choice: dict[tuple, str] = {}
         taps = band_taps(self._band_boxes)
         # The automatic choice, for inference and for training (forward+backward); both paths give the same result.
         costs = (in_channels, out_channels, groups, self.num_rings, math.prod(size))
@@ -227,9 +248,9 @@ class _SREConvNd(nn.Module):
         return F.pad(x, pad, mode=self.padding_mode), [0] * self.spatial_dims
 
     def use_decomposed(self) -> bool:
-        """Whether a forward call runs the ring-decomposed path: ``path``, or for ``"auto"`` the CPU cost model's
-        choice for training (autograd enabled) or inference (:func:`decomposition_pays_off`), and the dense path on
-        accelerators."""
+        """The static choice of the ring-decomposed path (torch operators): ``path``, or for ``"auto"`` the CPU cost
+        model's choice for training (autograd enabled) or inference (:func:`decomposition_pays_off`), and the dense
+        path on accelerators (where ``"auto"`` measures instead: :meth:`select_path`)."""
         if self.path == "auto":
             if self.weight.device.type != "cpu":
                 # Measured on an H100: cuDNN runs the dense kernel on tensor cores 1.5-4x faster than the
@@ -237,6 +258,78 @@ class _SREConvNd(nn.Module):
                 return False
             return self._auto_decomposed_train if torch.is_grad_enabled() else self._auto_decomposed_eval
         return self.path == "decomposed"
+
+    @torch.jit.unused
+    def triton_supported(self, x: torch.Tensor) -> bool:
+        """Whether the Triton path can run on ``x``: CUDA (or Triton's interpreter) with Triton installed, stride 1,
+        groups 1, and a float32, float16 or bfloat16 input (under autocast: its dtype)."""
+        dtype = autocast_dtype(x.device.type) or x.dtype
+        return (
+            not self.transposed and self.groups == 1 and all(s == 1 for s in self.stride)
+            and dtype in (torch.float32, torch.float16, torch.bfloat16) and triton_available(x.device)
+        )  # fmt: skip
+
+    @torch.jit.unused
+    def select_path(self, x: torch.Tensor) -> str:
+        """The path a forward call on ``x`` runs now (with this layer's weight): ``"dense"``, ``"decomposed"`` or
+        ``"triton"``.
+
+        For ``path="auto"`` on a device where measuring is on (CUDA; :data:`AUTOTUNE_ENV`), the first call for an
+        input key times every available path on ``x`` (forward, plus backward when autograd is on) and keeps the
+        fastest for that key; otherwise the static choice (:meth:`use_decomposed`).
+
+        Raises:
+            ValueError: for ``path="triton"`` where the Triton path cannot run (:meth:`triton_supported`).
+        """
+        x, padding = self._pad_input(x)
+        return self._select_path(x, self.weight, self.bias, padding)
+
+    @torch.jit.unused
+    def _measures(self, x: torch.Tensor) -> bool:
+        if torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return False
+        setting = os.environ.get(AUTOTUNE_ENV, "")
+        if setting in ("0", "1"):
+            return setting == "1"
+        return x.device.type == "cuda"
+
+    @torch.jit.unused
+    def _select_path(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int]) -> str:
+        if self.path == "triton" and not self.triton_supported(x):
+            raise ValueError(
+                f"SREConv(path='triton') needs Triton, a CUDA input, stride 1, groups 1 and a float32/16 or bfloat16 "
+                f"input; got stride={self.stride}, groups={self.groups}, input {x.dtype} on {x.device}."
+            )
+        if self.path != "auto":
+            return self.path
+        needs_grad = self._needs_grad(x, weight, bias)
+        key = (x.device, tuple(x.shape), x.movedim(1, -1).is_contiguous(), x.dtype, autocast_dtype(x.device.type),
+               needs_grad)  # fmt: skip
+        choice = self._path_choice.get(key)
+        if choice is None:
+            if not self._measures(x):
+                return "decomposed" if self.use_decomposed() else "dense"
+            choice = self._path_choice[key] = self._measure_paths(x, weight, bias, padding, needs_grad)
+        return choice
+
+    @torch.jit.unused
+    def _measure_paths(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int],
+                       needs_grad: bool) -> str:
+        """Time every available path on detached copies of the operands (forward, and backward when ``needs_grad``)
+        and return the fastest; the layer's parameters and their gradients are untouched."""
+        candidates = ["dense", "decomposed"] + (["triton"] if self.triton_supported(x) else [])
+        operands = [t.detach().requires_grad_(needs_grad and t.requires_grad) if t is not None else None
+                    for t in (x, weight, bias)]  # fmt: skip
+        wanted = [t for t in operands if t is not None and t.requires_grad]
+
+        def run(path: str) -> None:
+            with torch.set_grad_enabled(needs_grad):
+                y = self._run_path(path, operands[0], operands[1], operands[2], padding, False)
+                if wanted:
+                    torch.autograd.grad(y, wanted, torch.ones_like(y))
+
+        times = {path: time_call(lambda p=path: run(p), x.device) for path in candidates}
+        return min(times, key=lambda p: times[p])
 
     def _band_paddings(self, padding: list[int]) -> list[list[int]]:
         """Signed padding of every non-empty band's filter (:func:`~monai_sre.layers.ring_ops.band_padding`)."""
@@ -293,6 +386,39 @@ class _SREConvNd(nn.Module):
             list(self.stride), list(self.dilation), self.groups, budget,
         )
 
+    @torch.jit.unused
+    def _tap_offsets(self, padding: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Triton kernels' tap offsets and band starts (:func:`band_tap_offsets`), kept per padding and device."""
+        key = (tuple(padding), device)
+        geometry = self._tap_offset_cache.get(key)
+        if geometry is None:
+            offsets, starts = band_tap_offsets(self.ring_map.cpu(), self._bands, self.dilation, padding)
+            geometry = self._tap_offset_cache[key] = (offsets.to(device), starts.to(device))
+        return geometry
+
+    @torch.jit.unused
+    def _run_path(self, path: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  padding: list[int], cached_kernel: bool) -> torch.Tensor:
+        """Run one path in eager mode (or under torch.compile) on a padded ``x``, under autocast too."""
+        stride, dilation = list(self.stride), list(self.dilation)
+        if path == "dense":
+            kernel = self._kernel() if cached_kernel else self._expand(weight)
+            return conv_nd(x, kernel, bias, stride, padding, dilation, self.groups)
+        # The custom operators take operands of one dtype: under autocast, the autocast dtype (as a convolution).
+        dtype = autocast_dtype(x.device.type)
+        if dtype is not None:
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        if path == "triton":
+            offsets, starts = self._tap_offsets(padding, x.device)
+            out_spatial = [n + 2 * p - d * (k - 1) for n, p, d, k in zip(x.shape[2:], padding, dilation,
+                                                                         self.kernel_size)]  # fmt: skip
+            return ring_conv_triton(x, weight, bias, self._bands, offsets, starts, out_spatial)
+        if self._needs_grad(x, weight, bias):
+            return self._forward_ring_autograd(x, weight, bias, padding)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._forward_ring(x, weight, bias, padding)
+
     def _convolve(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cached_kernel: bool
     ) -> torch.Tensor:
@@ -301,17 +427,20 @@ class _SREConvNd(nn.Module):
         ``cached_kernel`` lets the dense path use the cached dense kernel of the layer's own weight.
         """
         x, padding = self._pad_input(x)
-        stride, dilation = list(self.stride), list(self.dilation)
-        if self.use_decomposed():
-            needs_grad = self._needs_grad(x, weight, bias)
-            if (torch.jit.is_scripting() and needs_grad) or (not torch.jit.is_scripting() and _is_exporting()):
-                # exported graphs and scripted training: standard, differentiable operators only
-                return ring_conv_portable(x, self.ring_masks, weight, bias, stride, padding, dilation, self.groups)
-            if needs_grad and not torch.jit.is_scripting():
-                return self._forward_ring_autograd(x, weight, bias, padding)
-            return self._forward_ring(x, weight, bias, padding)
-        kernel = self._kernel() if cached_kernel else self._expand(weight)
-        return conv_nd(x, kernel, bias, stride, padding, dilation, self.groups)
+        # Exported graphs (trace, torch.export, ONNX) and TorchScript take standard operators only; the batch-chunked
+        # ring path writes into views sized from the batch, which a graph with a dynamic batch cannot keep.
+        exporting = False if torch.jit.is_scripting() else _is_exporting()
+        if torch.jit.is_scripting() or exporting:
+            stride, dilation = list(self.stride), list(self.dilation)
+            if self.use_decomposed():
+                if exporting or self._needs_grad(x, weight, bias):
+                    # exported graphs and scripted training: standard, differentiable operators only
+                    return ring_conv_portable(x, self.ring_masks, weight, bias, stride, padding, dilation, self.groups)
+                return self._forward_ring(x, weight, bias, padding)
+            kernel = self._kernel() if cached_kernel else self._expand(weight)
+            return conv_nd(x, kernel, bias, stride, padding, dilation, self.groups)
+        path = self._select_path(x, weight, bias, padding)
+        return self._run_path(path, x, weight, bias, padding, cached_kernel)
 
     def extra_repr(self) -> str:
         s = (
@@ -353,8 +482,9 @@ class SREConv(_SREConvNd):
         bias: add a learnable bias.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
         num_rings: number of distance bands; ``None`` gives ``max(k) // 2 + 1`` one-pixel rings.
-        path: ``"auto"`` (the cost model's choice, for training and for inference), ``"dense"`` or ``"decomposed"``
-            execution; all give the same result to float tolerance.
+        path: ``"auto"`` (the fastest: measured on CUDA, the cost model's choice on CPU; for training and for
+            inference), ``"dense"``, ``"decomposed"`` or ``"triton"`` (CUDA, stride 1, groups 1) execution; all give
+            the same result to float tolerance.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
