@@ -11,9 +11,11 @@ Two suites, both printing Markdown tables with ratios:
   :class:`~monai_sre.layers.SREConv` (its automatic path, and the dense path) beside ``torch.nn.Conv`` with the same
   kernel, a 3x3 ``torch.nn.Conv`` and sre-conv 1.0.2's ``SRE_Conv``;
 - networks: training-step and inference throughput and peak training memory of ``sre_resnet18`` against sre-conv
-  1.0.2, gmr-conv 1.0.3 and MONAI's ``resnet18``. Every network runs in its own worker process, so that its peak
+  1.0.2, gmr-conv 1.0.3 and MONAI's ``resnet18``, in float32 and under bfloat16 autocast, with the batch of the
+  device (2D 32 on CPU, 128 on GPU; 3D 4 and 16). Every network runs in its own worker process, so that its peak
   memory is measured alone (peak resident set size minus the size before the first step on CPU; peak allocated
-  memory on CUDA), while the driver interleaves the workers' timed steps round by round.
+  memory after the warm-up step, which holds one-off costs such as ``path="auto"``'s measurements, on CUDA), while
+  the driver interleaves the workers' timed steps round by round.
 
 Timing: one warm-up step, then rounds that run every contestant once each, interleaved; the median over rounds is
 reported, since other processes sharing the CPU slow some rounds down. Contestants whose warm-up step exceeds
@@ -52,6 +54,7 @@ from torch import nn
 
 from monai_sre.io.files import write_text
 from monai_sre.layers import SREConv
+from monai_sre.layers.ring_ops import triton_available
 from monai_sre.networks import sre_resnet18
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "LAYER_BATCH",
     "NetworkCase",
     "NETWORK_CASES",
+    "PRECISIONS",
     "build_network",
     "benchmark_layers",
     "benchmark_networks",
@@ -89,11 +93,12 @@ class NetworkCase:
         spatial_dims: 2 or 3.
         in_channels: image channels.
         size: image side length.
-        batch: batch size.
+        batch: batch size on CPU.
         num_classes: outputs of the classifier.
         models: keys of :func:`build_network`; the first is the reference of the ratios.
         widen_factor: channel multiplier of the monai_sre and MONAI networks (the baselines have none; tests use
             small values to stay fast).
+        gpu_batch: batch size on GPUs (None: ``batch``).
     """
 
     name: str
@@ -104,14 +109,22 @@ class NetworkCase:
     num_classes: int
     models: tuple[str, ...]
     widen_factor: float = 1.0
+    gpu_batch: int | None = None
+
+    def batch_on(self, device: str | torch.device) -> int:
+        """The batch size on ``device``: :attr:`gpu_batch` on CUDA, :attr:`batch` elsewhere."""
+        return self.gpu_batch or self.batch if torch.device(device).type == "cuda" else self.batch
 
 
 #: The comparisons of the SRE-ResNet-18 speed issue.
 NETWORK_CASES: tuple[NetworkCase, ...] = (
-    NetworkCase("2D 3x32x32, batch 32", 2, 3, 32, 32, 9, ("monai_sre", "sre-conv", "gmr-conv", "monai")),
-    NetworkCase("3D 1x32^3, batch 4", 3, 1, 32, 4, 11, ("monai_sre", "sre-conv", "monai")),
-    NetworkCase("3D 1x28^3, batch 4", 3, 1, 28, 4, 11, ("monai_sre", "sre-conv", "monai")),
+    NetworkCase("2D 3x32x32", 2, 3, 32, 32, 9, ("monai_sre", "sre-conv", "gmr-conv", "monai"), gpu_batch=128),
+    NetworkCase("3D 1x32^3", 3, 1, 32, 4, 11, ("monai_sre", "sre-conv", "monai"), gpu_batch=16),
+    NetworkCase("3D 1x28^3", 3, 1, 28, 4, 11, ("monai_sre", "sre-conv", "monai"), gpu_batch=16),
 )
+#: Precisions of the network suite: float32, and bfloat16 autocast (forward under ``torch.autocast``, as in
+#: mixed-precision training; parameters, gradients and optimizer in float32).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 _MODEL_LABELS = {
     "monai_sre": "monai_sre sre_resnet18",
@@ -223,6 +236,7 @@ def _layer_contestants(spatial_dims: int, channels: int, kernel: int) -> dict[st
     return {
         "SREConv": lambda: SREConv(spatial_dims, channels, channels, kernel, bias=False),
         "SREConv dense": lambda: SREConv(spatial_dims, channels, channels, kernel, bias=False, path="dense"),
+        "SREConv triton": lambda: SREConv(spatial_dims, channels, channels, kernel, bias=False, path="triton"),
         f"nn.Conv {kernel}": lambda: conv(channels, channels, kernel, padding=kernel // 2, bias=False),
         "nn.Conv 3": lambda: conv(channels, channels, 3, padding=1, bias=False),
         "sre-conv 1.0.2": public_sre,
@@ -260,7 +274,8 @@ def benchmark_layers(
 
     Returns:
         one row per shape: ``dims, channels, size, kernel, batch, path`` (the path SREConv's automatic choice
-        runs), ``train_ms`` and ``infer_ms`` (``{contestant: median ms}``) and ``rounds``.
+        runs in training), ``train_ms`` and ``infer_ms`` (``{contestant: median ms}``; "SREConv triton" on CUDA
+        only) and ``rounds``.
 
     Raises:
         ValueError: for ``repeats < 1`` or an unsupported dimensionality.
@@ -277,8 +292,12 @@ def benchmark_layers(
             raise ValueError(f"spatial_dims must be among {sorted(shapes)}, got {dims}.")
         for channels, size, kernel in shapes[dims]:
             torch.manual_seed(0)
-            modules = {name: make().to(device) for name, make in _layer_contestants(dims, channels, kernel).items()}
+            makers = _layer_contestants(dims, channels, kernel)
+            if not triton_available(device) or device.type != "cuda":  # the Triton path: CUDA only
+                del makers["SREConv triton"]
+            modules = {name: make().to(device) for name, make in makers.items()}
             x = torch.randn((batch[dims], channels) + (size,) * dims, device=device, requires_grad=True)
+            path = modules["SREConv"].select_path(x)  # the training path (measured on CUDA, before any timing)
 
             train_times: dict[str, list[float]] = {name: [] for name in modules}
             infer_times: dict[str, list[float]] = {name: [] for name in modules}
@@ -302,7 +321,7 @@ def benchmark_layers(
                     infer_times[name].append(infer_seconds)
             row = {
                 "dims": dims, "channels": channels, "size": size, "kernel": kernel, "batch": batch[dims],
-                "path": "decomposed" if modules["SREConv"].use_decomposed() else "dense",
+                "path": path,
                 "train_ms": {n: 1000 * _median(t) for n, t in train_times.items()},
                 "infer_ms": {n: 1000 * _median(t) for n, t in infer_times.items()},
                 "rounds": {n: len(t) for n, t in train_times.items()},
@@ -327,13 +346,15 @@ def layers_markdown(rows: Sequence[dict[str, Any]]) -> str:
         the tables; a ratio ``r`` in column "X / SREConv" means SREConv is ``r`` times faster than X.
     """
     out = []
+    triton = any("SREConv triton" in row["train_ms"] for row in rows)
     for key, title in (("train_ms", "forward+backward"), ("infer_ms", "inference (eval, no grad)")):
         out.append(f"Layer {title}, median ms (ratio = other / SREConv, > 1 means SREConv is faster):\n")
         out.append(
             "| layer | batch | SREConv path | SREConv | SREConv dense | nn.Conv kxk | nn.Conv 3x3 | sre-conv 1.0.2 "
             "| sre-conv 1.0.2 / SREConv | nn.Conv kxk / SREConv | nn.Conv 3x3 / SREConv |"
+            + (" SREConv triton | nn.Conv 3x3 / SREConv triton |" if triton else "")
         )
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if triton else ""))
         for row in rows:
             t = row[key]
             same = t[f"nn.Conv {row['kernel']}"]
@@ -343,6 +364,7 @@ def layers_markdown(rows: Sequence[dict[str, Any]]) -> str:
                 f"| {same:.1f} | {t['nn.Conv 3']:.1f} | {t['sre-conv 1.0.2']:.1f} "
                 f"| {_ratio(t['sre-conv 1.0.2'], t['SREConv'])} | {_ratio(same, t['SREConv'])} "
                 f"| {_ratio(t['nn.Conv 3'], t['SREConv'])} |"
+                + (f" {t['SREConv triton']:.1f} | {_ratio(t['nn.Conv 3'], t['SREConv triton'])} |" if triton else "")
             )
         out.append("")
     return "\n".join(out)
@@ -385,18 +407,22 @@ def _worker_main(spec_json: str) -> None:
         torch.manual_seed(0)
         net = build_network(spec["model"], case["spatial_dims"], case["in_channels"], case["num_classes"],
                             case["widen_factor"]).to(dev)  # fmt: skip
-        x = torch.randn((case["batch"], case["in_channels"]) + (case["size"],) * case["spatial_dims"], device=dev)
-        y = torch.randint(0, case["num_classes"], (case["batch"],), device=dev)
+        batch = spec["batch"]
+        x = torch.randn((batch, case["in_channels"]) + (case["size"],) * case["spatial_dims"], device=dev)
+        y = torch.randint(0, case["num_classes"], (batch,), device=dev)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
+        bf16 = spec["precision"] == "bf16"
 
         def train() -> None:
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(net(x), y).backward()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(net(x), y)
+            loss.backward()
             optimizer.step()
 
         def infer() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 net(x)
 
         if dev.type == "cuda":
@@ -413,6 +439,12 @@ def _worker_main(spec_json: str) -> None:
             elif command == "infer":
                 net.eval()
                 answer("ok", _timed(infer, dev))
+            elif command == "reset":  # after the warm-up: one-off allocations stay out of the CUDA peak
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                    torch.cuda.reset_peak_memory_stats(dev)
+                    baseline = torch.cuda.memory_allocated(dev)
+                answer("ok", None)
             elif command == "memory":
                 peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _peak_resident_bytes()
                 answer("ok", max(peak - baseline, 0))
@@ -425,9 +457,10 @@ def _worker_main(spec_json: str) -> None:
 class _Worker:
     """Driver side of one worker process (a fresh interpreter, so that its peak memory is its network's alone)."""
 
-    def __init__(self, model: str, case: NetworkCase, device: str, threads: int) -> None:
+    def __init__(self, model: str, case: NetworkCase, device: str, threads: int, precision: str) -> None:
         self.model = model
-        spec = json.dumps({"model": model, "case": asdict(case), "device": device, "threads": threads})
+        spec = json.dumps({"model": model, "case": asdict(case), "device": device, "threads": threads,
+                           "batch": case.batch_on(device), "precision": precision})  # fmt: skip
         # This file, run as a script in the driver's interpreter and environment.
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", spec], stdin=subprocess.PIPE,
@@ -479,6 +512,7 @@ def benchmark_networks(
     device: str | torch.device = "cpu",
     slow_seconds: float = 20.0,
     progress: Callable[[str], None] | None = None,
+    precisions: Sequence[str] = ("fp32",),
 ) -> list[dict[str, Any]]:
     """Training-step and inference throughput and peak training memory of the networks of each case.
 
@@ -493,22 +527,27 @@ def benchmark_networks(
         device: torch device (``"cpu"``, ``"cuda"``, ...).
         slow_seconds: networks whose warm-up training step takes longer get one timed round.
         progress: called with a line of text after each case (e.g. ``print``).
+        precisions: among :data:`PRECISIONS`; each case runs in each.
 
     Returns:
-        one row per case and model: ``case, model, label, parameters, batch, train_ms, infer_ms, train_ips,
-        infer_ips`` (images per second), ``peak_mb`` and ``rounds``.
+        one row per case, precision and model: ``case, precision, model, label, parameters, batch, train_ms,
+        infer_ms, train_ips, infer_ips`` (images per second), ``peak_mb`` and ``rounds``.
 
     Raises:
-        ValueError: for ``repeats < 1``.
+        ValueError: for ``repeats < 1`` or an unknown precision.
         RuntimeError: when a worker fails (the message names the model and the error).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precisions must be among {PRECISIONS}, got {list(precisions)}.")
     device = str(torch.device(device))
     threads = torch.get_num_threads()
     rows = []
-    for case in NETWORK_CASES if cases is None else cases:
-        workers = [_Worker(model, case, device, threads) for model in case.models]
+    runs = [(case, precision) for case in (NETWORK_CASES if cases is None else cases) for precision in precisions]
+    for case, precision in runs:
+        workers = [_Worker(model, case, device, threads, precision) for model in case.models]
         try:
             results = [_NetworkResult(w.model, w.ask(None)) for w in workers]
             slow = set()
@@ -516,6 +555,7 @@ def benchmark_networks(
                 if w.ask("train") > slow_seconds:
                     slow.add(w.model)
                 w.ask("infer")
+                w.ask("reset")
             for r in range(repeats):
                 for w, res in zip(workers, results):
                     if r > 0 and w.model in slow:
@@ -527,17 +567,18 @@ def benchmark_networks(
         finally:
             for w in workers:
                 w.stop()
+        batch = case.batch_on(device)
         for res in results:
             train, infer = _median(res.train_s), _median(res.infer_s)
             rows.append({
-                "case": case.name, "model": res.model, "label": _MODEL_LABELS[res.model],
-                "parameters": res.parameters, "batch": case.batch,
+                "case": case.name, "precision": precision, "model": res.model, "label": _MODEL_LABELS[res.model],
+                "parameters": res.parameters, "batch": batch,
                 "train_ms": 1000 * train, "infer_ms": 1000 * infer,
-                "train_ips": case.batch / train, "infer_ips": case.batch / infer,
+                "train_ips": batch / train, "infer_ips": batch / infer,
                 "peak_mb": res.peak_bytes / 2**20, "rounds": len(res.train_s),
             })  # fmt: skip
         if progress is not None:
-            progress(f"networks {case.name}: done")
+            progress(f"networks {case.name} {precision}: done")
     return rows
 
 
@@ -552,10 +593,10 @@ def networks_markdown(rows: Sequence[dict[str, Any]]) -> str:
         faster), "memory" this model's peak over the reference's.
     """
     out = []
-    for case in dict.fromkeys(r["case"] for r in rows):
-        group = [r for r in rows if r["case"] == case]
+    for case, precision in dict.fromkeys((r["case"], r.get("precision", "fp32")) for r in rows):
+        group = [r for r in rows if r["case"] == case and r.get("precision", "fp32") == precision]
         ref = group[0]
-        out.append(f"{case}; reference: {ref['label']}\n")
+        out.append(f"{case}, batch {ref['batch']}, {precision}; reference: {ref['label']}\n")
         out.append("| model | params | train step ms | train img/s | reference train speed-up | inference ms "
                    "| inference img/s | reference inference speed-up | peak train MB | reference memory / this "
                    "| rounds |")
@@ -611,6 +652,7 @@ def run_benchmarks(
     device: str | torch.device = "cpu",
     command: str = "",
     progress: Callable[[str], None] | None = None,
+    precisions: Sequence[str] = PRECISIONS,
 ) -> tuple[str, dict[str, Any]]:
     """Run the layer and/or network suite and format one Markdown report.
 
@@ -621,6 +663,7 @@ def run_benchmarks(
         device: torch device.
         command: the command line that produced the report, recorded in it.
         progress: called with a line of text as the suites advance (e.g. ``print`` to stderr).
+        precisions: precisions of the network suite (:data:`PRECISIONS`).
 
     Returns:
         the Markdown report and the raw rows (``{"machine", "command", "layers", "networks"}``).
@@ -646,7 +689,7 @@ def run_benchmarks(
     if suite in ("networks", "all"):
         cases = [c for c in NETWORK_CASES if c.spatial_dims in spatial_dims]
         raw["networks"] = benchmark_networks(
-            cases, repeats=3 if repeats is None else repeats, device=device, progress=progress
+            cases, repeats=3 if repeats is None else repeats, device=device, progress=progress, precisions=precisions
         )
         parts.append(networks_markdown(raw["networks"]))
     return "\n".join(parts), raw
@@ -664,6 +707,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, help="timed rounds, median reported (default 5 for layers, 3 for networks)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="network precisions: fp32, bf16 (autocast); default both")  # fmt: skip
     p.add_argument("--out", metavar="FILE.md", help="also write the Markdown report to FILE.md")
     p.add_argument("--json", metavar="FILE.json", help="also write the raw timings to FILE.json")
     return p
@@ -701,7 +746,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         torch.set_num_threads(args.threads)
     report, raw = run_benchmarks(
         args.suite, args.dims, args.repeats, args.device, shlex.join([*prog.split(), *argv]),
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        progress=lambda line: print(line, file=sys.stderr, flush=True), precisions=args.precision,
     )  # fmt: skip
     print(report)
     for target, text in ((args.out, report), (args.json, json.dumps(raw, indent=2) if args.json else None)):

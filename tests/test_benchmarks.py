@@ -102,19 +102,31 @@ def test_slow_contestants_get_one_round():
 
 
 def test_network_suite_measures_throughput_memory_and_ratios():
-    case = bench.NetworkCase("tiny", 2, 3, 16, 2, 3, ("monai_sre", "monai"), widen_factor=0.125)
-    rows = bench.benchmark_networks([case], repeats=2)
-    assert [r["model"] for r in rows] == ["monai_sre", "monai"]
+    case = bench.NetworkCase("tiny", 2, 3, 16, 2, 3, ("monai_sre", "monai"), widen_factor=0.125, gpu_batch=8)
+    rows = bench.benchmark_networks([case], repeats=2, precisions=("fp32", "bf16"))
+    assert [(r["model"], r["precision"]) for r in rows] == [
+        ("monai_sre", "fp32"), ("monai", "fp32"), ("monai_sre", "bf16"), ("monai", "bf16")
+    ]  # fmt: skip
     for r in rows:
-        assert r["rounds"] == 2 and r["batch"] == 2
+        assert r["rounds"] == 2 and r["batch"] == 2  # the CPU batch
         assert r["train_ips"] == pytest.approx(2 / (r["train_ms"] / 1000))
         assert r["infer_ips"] > 0 and r["peak_mb"] > 0 and r["parameters"] > 0
     reference = bench.build_network("monai_sre", 2, 3, 3, 0.125)
     assert rows[0]["parameters"] == sum(p.numel() for p in reference.parameters())
     table = bench.networks_markdown(rows)
-    assert "tiny; reference: monai_sre sre_resnet18" in table
+    assert "tiny, batch 2, fp32; reference: monai_sre sre_resnet18" in table
+    assert "tiny, batch 2, bf16; reference: monai_sre sre_resnet18" in table
     monai_line = next(line for line in table.splitlines() if line.startswith("| MONAI resnet18"))
     assert f"{rows[0]['train_ips'] / rows[1]['train_ips']:.2f}x" in monai_line
+    with pytest.raises(ValueError, match="precisions must be among"):
+        bench.benchmark_networks([case], precisions=("fp16",))
+
+
+def test_cases_take_the_batch_of_the_device():
+    by_name = {c.name: c for c in bench.NETWORK_CASES}
+    assert by_name["2D 3x32x32"].batch_on("cpu") == 32 and by_name["2D 3x32x32"].batch_on("cuda:0") == 128
+    assert by_name["3D 1x32^3"].batch_on("cpu") == 4 and by_name["3D 1x32^3"].batch_on("cuda") == 16
+    assert bench.NetworkCase("x", 2, 1, 8, 3, 2, ("monai",)).batch_on("cuda") == 3
 
 
 @pytest.mark.slow  # a worker process costs a few seconds of imports

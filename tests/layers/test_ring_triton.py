@@ -73,9 +73,9 @@ _CASES = [
 
 @kernels
 @pytest.mark.parametrize("dims,k,cin,cout,padding,dilation,size,bias", _CASES)
-def test_triton_path_equals_dense_forward_and_backward(dims, k, cin, cout, padding, dilation, size, bias):
+def test_triton_path_equals_dense_forward_and_backward(monkeypatch, dims, k, cin, cout, padding, dilation, size, bias):
     torch.manual_seed(cin + cout)
-    torch.backends.cudnn.allow_tf32 = False  # both paths in true float32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # both paths in true float32
     dense, triton = _both(dims, cin, cout, k, padding=padding, dilation=dilation, bias=bias)
     x = torch.randn(2, cin, *([size] * dims), device=_DEVICE)
     grads = []
@@ -136,6 +136,22 @@ def test_kernels_in_the_triton_interpreter():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     # every case, float16 autocast and the refusals; bfloat16 is left to CUDA
     assert f"{len(_CASES) + 2} passed, 1 skipped" in result.stdout, result.stdout[-2000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not _HAS_TRITON, reason="measures real CUDA timings")
+def test_auto_measures_the_paths_on_cuda(monkeypatch):
+    monkeypatch.delenv(sre_conv.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(4)
+    conv = SREConv(2, 64, 64, 9, device="cuda")
+    dense = copy.deepcopy(conv)
+    dense.path = "dense"
+    x = torch.randn(8, 64, 16, 16, device="cuda", requires_grad=True)
+    y = conv(x)
+    assert len(conv._path_choice) == 1
+    assert next(iter(conv._path_choice.values())) in ("dense", "decomposed", "triton")
+    assert conv.weight.grad is None
+    assert _relative_error(y, dense(x)) < 1e-5
 
 
 # --------------------------------------------------------------------------------------- measured automatic choice
