@@ -48,6 +48,7 @@ __all__ = [
     "conv_nd",
     "conv_transpose_nd",
     "channels_last",
+    "channels_last_strides",
     "band_sum",
     "band_sum_adjoint",
     "cpu_chunk_bytes",
@@ -217,7 +218,7 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
-def _channels_last_strides(size: list[int]) -> list[int]:
+def channels_last_strides(size: list[int]) -> list[int]:
     """Strides of a ``(batch, channels, *spatial)`` tensor of ``size`` stored with channels innermost."""
     strides = [1] * len(size)
     step = size[1]
@@ -346,7 +347,7 @@ def ring_conv_forward(
                     size = [x.shape[0], out_channels] + list(sums.shape[2:])
                     # Channels-last storage, but a tensor of its own rather than a view of one, so that callers
                     # (a residual add) may update it in place even when it is a custom autograd output.
-                    out = torch.empty_strided(size, _channels_last_strides(size), dtype=x.dtype, device=x.device)
+                    out = torch.empty_strided(size, channels_last_strides(size), dtype=x.dtype, device=x.device)
                     rows = out.movedim(1, -1).view(-1, out_channels)
                 voxels = sums[:1, :1].numel()
                 target = _groups(rows[start * voxels : stop * voxels], groups)

@@ -32,7 +32,19 @@ import torch
 import triton
 import triton.language as tl
 
+from monai_sre.layers.ring_ops import channels_last_strides
+
 __all__ = ["ring_mix", "ring_weight_grad", "RingTritonConv"]
+
+
+@triton.jit
+def _voxels(rows, D_out, H_out, W_out):
+    """Batch index and output coordinates ``(n, z, y, x)`` of flat channels-last output rows."""
+    xo = rows % W_out
+    rest = rows // W_out
+    yo = rest % H_out
+    rest = rest // H_out
+    return rest // D_out, rest % D_out, yo, xo
 
 
 @triton.jit
@@ -62,12 +74,7 @@ def _ring_mix_kernel(
     pid_n = tl.program_id(1)
     rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     row_ok = rows < M
-    xo = rows % W_out
-    rest = rows // W_out
-    yo = rest % H_out
-    rest = rest // H_out
-    zo = rest % D_out
-    n = rest // D_out
+    n, zo, yo, xo = _voxels(rows, D_out, H_out, W_out)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < C_out
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -112,12 +119,7 @@ def _ring_weight_grad_kernel(
     for m0 in range(first, first + rows_per_split, BLOCK_M):
         rows = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)
         row_ok = (rows < M) & (rows < first + rows_per_split)
-        xo = rows % W_out
-        rest = rows // W_out
-        yo = rest % H_out
-        rest = rest // H_out
-        zo = rest % D_out
-        n = rest // D_out
+        n, zo, yo, xo = _voxels(rows, D_out, H_out, W_out)
         sums = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
         for t in range(t0, t1):
             sums += _band_sum_tile(x_ptr, offs_ptr, t, n, zo, yo, xo, row_ok, ks, k_ok, D_in, H_in, W_in, C_in)
@@ -161,13 +163,8 @@ def ring_mix(x: torch.Tensor, band_weights: torch.Tensor, bias: torch.Tensor | N
     c_out = band_weights.shape[2]
     rows = x.movedim(1, -1).contiguous()
     size = [batch, c_out] + list(out_spatial)
-    strides = [1] * len(size)
-    step = c_out
-    for axis in range(len(size) - 1, 1, -1):
-        strides[axis] = step
-        step *= size[axis]
-    strides[0] = step
-    out = torch.empty_strided(size, strides, dtype=x.dtype, device=x.device)
+    # channels-last, and a tensor of its own (not a view), so that callers may update it in place
+    out = torch.empty_strided(size, channels_last_strides(size), dtype=x.dtype, device=x.device)
     m = out.numel() // c_out
     if m == 0:
         return out
