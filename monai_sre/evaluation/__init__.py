@@ -2,7 +2,12 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""Evaluation: MedMNIST ACC/AUC (functions and ignite metrics) and rotation-robustness reports."""
+"""Evaluation: MedMNIST ACC/AUC (functions and ignite metrics) and rotation-robustness reports.
+
+Modules: :mod:`.metrics` (ACC/AUC), :mod:`.rotated_sets` (rotated and flipped test sets), :mod:`.robustness`
+(evaluation and summary), :mod:`.report` (CSV, JSON, plot). The exact cube and square symmetries come from
+:mod:`monai_sre.transforms.symmetry`, the group the rotation check of :mod:`monai_sre.inference` uses too.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +20,9 @@ from monai_sre.evaluation.metrics import (
     medmnist_auc,
     scores_from_logits,
 )
-from monai_sre.evaluation.rotation import (
-    AXIS_PLANES,
-    CSV_FIELDS,
-    RotationSpec,
-    cube_rotations,
-    evaluate_rotations,
-    plot_robustness,
-    rotate,
-    rotation_transforms,
-    run_rotation_evaluation,
-    summarize,
-    write_csv,
-    write_json,
-)
+from monai_sre.evaluation.report import CSV_FIELDS, plot_robustness, run_rotation_evaluation, write_csv, write_json
+from monai_sre.evaluation.robustness import evaluate_rotations, summarize
+from monai_sre.evaluation.rotated_sets import AXIS_PLANES, RotationSpec, cube_rotations, rotate, rotation_transforms
 
 __all__ = [
     "TASKS",

@@ -11,7 +11,7 @@ from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.engine import ClinicalDataset, InputsFailedError, PredictionWriter
 from monai_sre.inference.predict import LoadedBundle, file_sha256, load_bundle, predict, predict_with_model
 from monai_sre.inference.results import write_predictions
-from monai_sre.inference.rotations import grid_symmetries, symmetry_spread
+from monai_sre.inference.rotation_check import grid_symmetries, symmetry_spread
 from monai_sre.inference.volumes import (
     ClinicalPreprocessingConfig,
     ConformImaged,

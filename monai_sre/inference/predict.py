@@ -39,7 +39,7 @@ from monai.bundle import ConfigParser
 from monai.data.utils import affine_to_spacing
 
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
-from monai_sre.inference.rotations import symmetry_spread
+from monai_sre.inference.rotation_check import symmetry_spread
 from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_sre.inference.rotations import grid_symmetries, symmetry_spread
+from monai_sre.inference.rotation_check import grid_symmetries, symmetry_spread
 
 
 def _closure(x: torch.Tensor, planes: list[list[int]], flips: list[int]) -> set[bytes]:
@@ -60,3 +60,9 @@ def test_bad_dimensions_are_refused():
         grid_symmetries(torch.zeros(4, 4), spatial_dims=1)
     with pytest.raises(ValueError, match=r"needs at least 3 axes, got shape \(4, 4\)"):
         grid_symmetries(torch.zeros(4, 4), spatial_dims=3)
+
+
+def test_old_module_name_still_imports_the_same_functions():
+    from monai_sre.inference import rotations
+
+    assert rotations.grid_symmetries is grid_symmetries and rotations.symmetry_spread is symmetry_spread

@@ -1,0 +1,206 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The rotation-robustness report: per-model CSV, summary JSON and the ACC/AUC-against-angle plot.
+
+Every file is written atomically with the user's umask through :mod:`monai_sre.io.files`.
+:func:`run_rotation_evaluation` evaluates every model (:mod:`monai_sre.evaluation.robustness`) and writes the report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from monai_sre.evaluation.robustness import evaluate_rotations, summarize
+from monai_sre.evaluation.rotated_sets import rotation_transforms
+from monai_sre.io import files
+
+__all__ = ["CSV_FIELDS", "plot_robustness", "run_rotation_evaluation", "write_csv", "write_json"]
+
+CSV_FIELDS: tuple[str, ...] = ("name", "kind", "axis", "angle", "acc", "auc", "n")
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write evaluation rows as CSV, atomically, with a header (:data:`CSV_FIELDS`).
+
+    Args:
+        rows: output of :func:`evaluate_rotations`.
+        path: target file; its folder is created if needed.
+
+    Returns:
+        the path written.
+
+    Raises:
+        ValueError: when a row lacks one of :data:`CSV_FIELDS`.
+    """
+    for i, r in enumerate(rows):
+        missing = [k for k in CSV_FIELDS if k not in r]
+        if missing:
+            raise ValueError(f"row {i} lacks {missing}; rows must have {list(CSV_FIELDS)}")
+
+    return files.write_csv(path, CSV_FIELDS, ([r[k] for k in CSV_FIELDS] for r in rows))
+
+
+def _json_ready(obj: Any) -> Any:
+    """Replace NaN/inf by ``None`` (strict JSON has neither) and numpy scalars by Python numbers."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as strict JSON (NaN becomes ``null``), atomically.
+
+    Args:
+        obj: dicts/lists of numbers and strings, e.g. :func:`summarize` outputs.
+        path: target file; its folder is created if needed.
+
+    Returns:
+        the path written.
+    """
+    return files.write_json(path, _json_ready(obj))
+
+
+def plot_robustness(
+    results: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike | None = None, title: str | None = None
+) -> Figure:
+    """Plot ACC and AUC against rotation angle for every model: one curve per model (per axis in 3D).
+
+    Colours tell models apart, line styles tell 3D axes apart. The 0° value is repeated at 360° to close the
+    turn. Flip and cube rows are not drawn (they are in the CSV and the summary).
+
+    Args:
+        results: ``{model name: rows of evaluate_rotations}``.
+        path: PNG file to write (atomically); ``None`` only returns the figure.
+        title: figure title.
+
+    Returns:
+        the matplotlib figure (not attached to pyplot, so nothing global is left open); its two axes hold the
+        ACC and AUC curves.
+
+    Raises:
+        ValueError: when ``results`` is empty or a model has no angle rows.
+    """
+    if not results:
+        raise ValueError("results is empty: give {model name: rows} for at least one model")
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_acc, ax_auc = fig.subplots(1, 2)
+    styles = {"": "-", "x": "-", "y": "--", "z": ":"}
+    colors = [f"C{i}" for i in range(10)]
+    for i, (model_name, rows) in enumerate(results.items()):
+        rot = [r for r in rows if r["kind"] == "angle"]
+        if not rot:
+            raise ValueError(f"model {model_name!r} has no 'angle' rows to plot")
+        for axis in sorted({r["axis"] for r in rot}):
+            curve = sorted((r for r in rot if r["axis"] == axis), key=lambda r: r["angle"])
+            if curve[0]["angle"] == 0:
+                curve = curve + [{**curve[0], "angle": 360.0}]
+            angles = [r["angle"] for r in curve]
+            label = model_name if not axis else f"{model_name}, about {axis}"
+            for ax, key in ((ax_acc, "acc"), (ax_auc, "auc")):
+                values = [np.nan if r[key] is None else r[key] for r in curve]
+                ax.plot(angles, values, styles.get(axis, "-"), color=colors[i % 10], marker=".", label=label)
+    for ax, name in ((ax_acc, "ACC"), (ax_auc, "AUC")):
+        ax.set_xlim(0, 360)
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(0, 361, 45))
+        ax.set_xlabel("rotation angle (degrees)")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} on rotated test set")
+        ax.grid(True, alpha=0.3)
+    ax_auc.legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        files.save_figure(fig, path, dpi=120, format="png")
+    return fig
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def run_rotation_evaluation(
+    models: Mapping[str, nn.Module] | nn.Module,
+    data: Any,
+    task: str,
+    spatial_dims: int,
+    out_dir: str | os.PathLike,
+    interpolation: str = "bilinear",
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    progress: bool = True,
+    title: str | None = None,
+    angles: Sequence[float] | None = None,
+) -> dict[str, dict]:
+    """Evaluate every model on the rotated test sets and write the report.
+
+    Writes into ``out_dir``: ``rotation_<model>.csv`` per model, ``rotation_summary.json`` (``{model: summary}``
+    plus the settings) and ``rotation_robustness.png`` (all models overlaid). Meant to be called from a bundle's
+    ``evaluate.json`` through a ``$`` expression.
+
+    Args:
+        models: ``{name: network}``; a single network is named ``"model"``. Names become file names:
+            letters, digits, ``_``, ``.``, ``-``.
+        data: as for :func:`evaluate_rotations` (an ``(images, labels)`` pair or a loader).
+        task: MedMNIST task name.
+        spatial_dims: 2 or 3.
+        out_dir: report folder, created if needed.
+        interpolation: ``"bilinear"`` or ``"nearest"``.
+        device: where the models run.
+        batch_size: batch size when ``data`` is a pair of tensors.
+        progress: show progress bars.
+        title: plot title; default names the task and interpolation.
+        angles: rotation angles in degrees; ``None`` gives the defaults of :func:`rotation_transforms`.
+
+    Returns:
+        ``{model name: summarize(rows)}``.
+
+    Raises:
+        ValueError: for no models, a model name unfit for a file name, or the errors of :func:`evaluate_rotations`.
+    """
+    if isinstance(models, nn.Module):
+        models = {"model": models}
+    if not models:
+        raise ValueError("models is empty: give {name: network} for at least one model")
+    bad = [n for n in models if not _NAME.match(n)]
+    if bad:
+        raise ValueError(f"model names must be letters, digits, '_', '.', '-' (they name files), got {bad}")
+    transforms = rotation_transforms(spatial_dims, angles=angles, interpolation=interpolation)
+    out_dir = Path(out_dir)
+    results, summaries = {}, {}
+    for name, model in models.items():
+        try:
+            rows = evaluate_rotations(
+                model, data, task, spatial_dims, transforms, device=device, progress=progress, batch_size=batch_size
+            )
+        except ValueError as e:
+            raise ValueError(f"model {name!r}: {e}") from e
+        results[name], summaries[name] = rows, summarize(rows)
+    # Written only once every model is evaluated, so a failure never leaves a report mixing old and new files.
+    for name, rows in results.items():
+        write_csv(rows, out_dir / f"rotation_{name}.csv")
+    write_json(
+        {"task": task, "spatial_dims": spatial_dims, "interpolation": interpolation, "models": summaries},
+        out_dir / "rotation_summary.json",
+    )
+    plot_robustness(
+        results, out_dir / "rotation_robustness.png", title=title or f"Rotation robustness ({task}, {interpolation})"
+    )
+    return summaries

@@ -1,0 +1,29 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Transforms shared by training, evaluation and inference: the symmetry groups of the grid (:mod:`.symmetry`)."""
+
+from __future__ import annotations
+
+from monai_sre.transforms.symmetry import (
+    AXIS_PLANES,
+    GridSymmetry,
+    axis_flip,
+    cube_rotations,
+    grid_group,
+    grid_symmetries,
+    rotation_matrix,
+    square_symmetries,
+)
+
+__all__ = [
+    "AXIS_PLANES",
+    "GridSymmetry",
+    "axis_flip",
+    "cube_rotations",
+    "grid_group",
+    "grid_symmetries",
+    "rotation_matrix",
+    "square_symmetries",
+]
