@@ -14,39 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 __all__ = ["main", "build_parser"]
 
-# Each entry: (name, help, function adding the arguments, function running the command and returning an exit code).
-_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = []
-
-
-def _command(name: str, help: str):
-    """Register ``add_arguments`` and ``run`` functions of a sub-command under ``name``."""
-
-    def decorator(add_arguments: Callable[[argparse.ArgumentParser], None]):
-        def register(run: Callable[[argparse.Namespace], int]):
-            _COMMANDS.append((name, help, add_arguments, run))
-            return run
-
-        return register
-
-    return decorator
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Sub-commands. Each section owns one command: an ``_args_<name>`` function and the ``_run_<name>`` it registers.
+# Sub-commands. Each section owns one command: ``_args_<name>`` adds its arguments, ``_run_<name>`` runs it.
 # ---------------------------------------------------------------------------------------------------------------
 
 
 # --- evaluate-rotation -----------------------------------------------------------------------------------------
 
 
-@_command(
-    "evaluate-rotation",
-    "ACC/AUC of trained classifiers on rotated and flipped MedMNIST test sets; writes per-model CSVs, "
-    "rotation_summary.json and rotation_robustness.png",
-)
 def _args_evaluate_rotation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bundle", nargs="+", required=True, metavar="DIR",
@@ -114,7 +93,6 @@ def _evaluate_rotation_network(bundle: str, config: str, network_id: str, overri
     return net
 
 
-@_args_evaluate_rotation
 def _run_evaluate_rotation(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -212,7 +190,6 @@ def _evaluate_rotation_fmt(value: float | None) -> str:
 # --- prepare-data (monai_sre.data.export) ----------------------------------------------------------------------
 
 
-@_command("prepare-data", "export a MedMNIST dataset as NIfTI or DICOM files with a MONAI datalist JSON")
 def _args_prepare_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flag", required=True, help="medmnist flag, e.g. breastmnist, retinamnist, adrenalmnist3d")
     p.add_argument("--size", type=int, default=28, help="image size: 28 (default), 64, 128, 224 (3D: 28, 64)")
@@ -231,7 +208,6 @@ def _args_prepare_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-@_args_prepare_data
 def _run_prepare_data(args: argparse.Namespace) -> int:
     from monai_sre.data.export import export_medmnist
 
@@ -253,11 +229,6 @@ def _run_prepare_data(args: argparse.Namespace) -> int:
 # --- predict (monai_sre.inference) -----------------------------------------------------------------------------
 
 
-@_command(
-    "predict",
-    "predict with a bundle on NIfTI files, DICOM files, DICOM series folders and folders of studies (one result per "
-    "series); exits 1 when any input failed",
-)
 def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".nii/.nii.gz files, DICOM files or folders")
     p.add_argument("--bundle", required=True, metavar="DIR", help="MONAI bundle folder (configs/inference.json)")
@@ -279,7 +250,6 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     pre.add_argument("--size-mode", choices=("fit", "resize", "crop"), help="how the image reaches the model grid")
 
 
-@_args_predict
 def _run_predict(args: argparse.Namespace) -> int:
     from monai_sre.inference import predict, write_predictions
     from monai_sre.io.files import escape_undecodable
@@ -339,8 +309,42 @@ def _predict_check_output(output: str) -> None:
         raise ValueError(f"--output {output}: cannot write a file there ({existing} is not a folder)")
 
 
+class _Command(NamedTuple):
+    """One sub-command: its name and help, the function adding its arguments and the one running it."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# The sub-commands, in the order ``monai-sre --help`` lists them.
+_COMMANDS: tuple[_Command, ...] = (
+    _Command(
+        "evaluate-rotation",
+        "ACC/AUC of trained classifiers on rotated and flipped MedMNIST test sets; writes per-model CSVs, "
+        "rotation_summary.json and rotation_robustness.png",
+        _args_evaluate_rotation,
+        _run_evaluate_rotation,
+    ),
+    _Command(
+        "prepare-data",
+        "export a MedMNIST dataset as NIfTI or DICOM files with a MONAI datalist JSON",
+        _args_prepare_data,
+        _run_prepare_data,
+    ),
+    _Command(
+        "predict",
+        "predict with a bundle on NIfTI files, DICOM files, DICOM series folders and folders of studies (one result "
+        "per series); exits 1 when any input failed",
+        _args_predict,
+        _run_predict,
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Build the ``monai-sre`` argument parser with every registered sub-command.
+    """Build the ``monai-sre`` argument parser with every sub-command of the table ``_COMMANDS``.
 
     Returns:
         the parser; ``parse_args`` yields a namespace whose ``run`` attribute executes the chosen command.
