@@ -32,6 +32,7 @@ from monai.bundle import ConfigParser
 
 from monai_sre.data.dicom import write_dicom_series
 from monai_sre.inference import discover_inputs, predict
+from monai_sre.transforms import medmnist_contract
 
 NETWORKS = {
     "sre_resnet18": {"_target_": "monai_sre.networks.sre_resnet18"},
@@ -68,7 +69,8 @@ def make_bundle(root: Path, network: str, image_size: int) -> Path:
         },
     }
     (root / "configs" / "metadata.json").write_text(json.dumps(metadata))
-    (root / "configs" / "inference.json").write_text(json.dumps({"network_def": net}))
+    contract = medmnist_contract(3, image_size).to_dict()  # 1 mm RAS, HU window for CT, as the 3D bundle
+    (root / "configs" / "inference.json").write_text(json.dumps({"network_def": net, "input_contract": contract}))
     torch.manual_seed(0)
     torch.save(ConfigParser({"net": net}).get_parsed_content("net").state_dict(), root / "models" / "model.pt")
     return root

@@ -33,7 +33,10 @@ def _args_evaluate_rotation(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--checkpoint", nargs="+", required=True, metavar="FILE", help="state dict(s) to evaluate")
     parser.add_argument("--name", nargs="+", metavar="NAME", help="model names for files and legend (default: stems)")
-    parser.add_argument("--config", default="configs/train.json", help="network config inside each bundle")
+    parser.add_argument(
+        "--config", default="configs/train.json",
+        help="training config inside each bundle: network, input contract, datalist and validation transforms",
+    )  # fmt: skip
     parser.add_argument(
         "--network-id", nargs="+", default=["network_def"], metavar="ID",
         help="config id of the network; one for all checkpoints or one per checkpoint (default: network_def)",
@@ -46,60 +49,53 @@ def _args_evaluate_rotation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="MedMNIST image size (default: the config's 'image_size' id, else 28)")
     parser.add_argument("--data-root", help="folder with the MedMNIST .npz files (default: MONAI_SRE_DATA_ROOT)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    parser.add_argument(
+        "--limit", type=int, help="export and evaluate only the first N images of each split (the bundle's max_samples)"
+    )
     parser.add_argument("--interpolation", default="bilinear", choices=("bilinear", "nearest"))
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder (created if needed)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, help="images per batch (default: the bundle's batch_size)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _evaluate_rotation_network(bundle: str, config: str, network_id: str, overrides: dict, checkpoint: str):
-    """Build ``network_id`` from a bundle config with ``overrides`` and load a checkpoint into it."""
+_SPLIT_KEYS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def _evaluate_rotation_parser(bundle: str, config: str, overrides: dict):
+    """The bundle config with ``overrides`` (``--set``, ``--flag``, ``--size``, ``--data-root``, ``--limit``)."""
     from pathlib import Path
 
-    import torch
     from monai.bundle import ConfigParser
 
     config_file = Path(bundle) / config
     if not config_file.is_file():
         raise FileNotFoundError(f"bundle config {config_file} not found (--bundle {bundle}, --config {config})")
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(Path(bundle).resolve())
     for key, value in overrides.items():
         parser[key] = value
+    return parser
+
+
+def _evaluate_rotation_network(parser, network_id: str, checkpoint: str):
+    """Build ``network_id`` and load ``checkpoint`` into it, checked against the config's input contract."""
+    from monai_sre.io.checkpoints import load_weights
+
     if network_id not in parser:
-        raise ValueError(f"{config_file} defines no '{network_id}' (--network-id)")
-    net = parser.get_parsed_content(network_id, instantiate=True)
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch's message ("[Errno 22]", "central directory") names neither file nor cause
-        reason = (str(e).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"checkpoint {checkpoint} is not a readable PyTorch checkpoint (truncated, corrupt, or not written by "
-            f"torch.save with tensors only): {type(e).__name__}: {reason}"
-        ) from e
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # {"model": ...} checkpoints
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {checkpoint} holds {type(state).__name__}, expected a state dict")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {checkpoint} does not fit '{network_id}' of {config_file}: {e}") from e
+        raise ValueError(f"the bundle config defines no '{network_id}' (--network-id)")
+    net = parser.get_parsed_content(network_id, instantiate=True, lazy=False)  # a new network per checkpoint
+    contract = parser.get_parsed_content("input_contract") if "input_contract" in parser else None
+    load_weights(net, checkpoint, contract=contract)
     return net
 
 
 def _run_evaluate_rotation(args: argparse.Namespace) -> int:
+    """Read the split through the bundle's datalist and validation transforms, as ``run evaluating`` does."""
     import json
     from pathlib import Path
 
-    import torch
-
-    from monai_sre.data.medmnist import dataset_info, load_split
     from monai_sre.evaluation.rotation import run_rotation_evaluation
 
     n = len(args.checkpoint)
@@ -109,6 +105,9 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
     for bundle in args.bundle:
         if not (Path(bundle) / args.config).is_file():
             raise FileNotFoundError(f"bundle config {Path(bundle) / args.config} not found (--bundle, --config)")
+    for checkpoint in args.checkpoint:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
     out = Path(args.out).resolve()
     existing = next(p for p in (out, *out.parents) if p.exists())  # missing folders are created for the report
     if not existing.is_dir():
@@ -116,7 +115,9 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
     names = args.name or [Path(c).stem for c in args.checkpoint]
     if len(names) != n or len(set(names)) != n:
         raise ValueError(f"--name takes {n} distinct names (one per checkpoint), got {names}")
-    overrides = {}
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
+    overrides: dict = {}
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -125,50 +126,35 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(text)
         except json.JSONDecodeError:
             overrides[key] = text
-    flag, size = args.flag, args.size
-    if flag is None or size is None:  # the dataset the (first) bundle was configured for
-        from monai.bundle import ConfigParser
-
-        bundle_config = ConfigParser()
-        bundle_config.read_config(str(Path(args.bundle[0]) / args.config))
-        if flag is None and "flag" in bundle_config:
-            flag = bundle_config.get_parsed_content("flag")
-        if size is None:
-            size = bundle_config.get_parsed_content("image_size") if "image_size" in bundle_config else 28
-    if not flag:
-        raise ValueError(f"no dataset: give --flag (the config {args.config} of {args.bundle[0]} has no 'flag' id)")
-    # The network follows the dataset the user chose, where the bundle exposes it as plain config ids.
-    if args.flag is not None:
-        overrides["flag"] = args.flag
-    if args.size is not None:
-        overrides["image_size"] = args.size
+    # The network and the data follow the dataset the user chose, through the bundle's plain config ids.
+    for key, value in (("flag", args.flag), ("image_size", args.size), ("data_root", args.data_root),
+                       ("max_samples", args.limit), ("batch_size", args.batch_size)):  # fmt: skip
+        if value is not None:
+            overrides[key] = value
+    overrides["validate#data_list_key"] = _SPLIT_KEYS[args.split]
+    parsers = [_evaluate_rotation_parser(bundle, args.config, overrides) for bundle in args.bundle]
+    first = parsers[0]
+    for needed in ("flag", "task", "spatial_dims", "validate#dataloader"):
+        try:
+            found = needed in first
+        except KeyError:  # a missing parent id ('validate')
+            found = False
+        if not found:
+            raise ValueError(f"the config {args.config} of {args.bundle[0]} defines no '{needed}'; expected a bundle "
+                             "training config (the datalist and validation transforms come from it)")  # fmt: skip
+    flag, size = first.get_parsed_content("flag"), first.get_parsed_content("image_size")
     models = {}
     for i, (name, checkpoint) in enumerate(zip(names, args.checkpoint, strict=True)):
-        bundle, network_id = args.bundle[i % len(args.bundle)], args.network_id[i % len(args.network_id)]
-        models[name] = _evaluate_rotation_network(bundle, args.config, network_id, overrides, checkpoint)
-
-    images, labels = load_split(flag, args.split, size, args.data_root)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
-        images, labels = images[: args.limit], labels[: args.limit]
-    info = dataset_info(flag, size)
-    spatial_dims = info.spatial_dims
-    x = torch.from_numpy(images).float().div_(255)  # as the training pipeline scales uint8 images
-    if spatial_dims == 2 and x.ndim == 4:  # (N, H, W, 3) RGB
-        x = x.permute(0, 3, 1, 2).contiguous()
-    else:
-        x = x.unsqueeze(1)
-    y = torch.from_numpy(labels).long()
+        parser, network_id = parsers[i % len(parsers)], args.network_id[i % len(args.network_id)]
+        models[name] = _evaluate_rotation_network(parser, network_id, checkpoint)
     summaries = run_rotation_evaluation(
         models,
-        (x, y),
-        info.task,
-        spatial_dims,
+        first.get_parsed_content("validate#dataloader"),
+        first.get_parsed_content("task"),
+        first.get_parsed_content("spatial_dims"),
         args.out,
         interpolation=args.interpolation,
         device=args.device,
-        batch_size=args.batch_size,
         progress=not args.no_progress,
         title=f"{flag} ({size}), {args.split} split: rotation robustness ({args.interpolation})",
     )
@@ -232,7 +218,10 @@ def _run_prepare_data(args: argparse.Namespace) -> int:
 def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".nii/.nii.gz files, DICOM files or folders")
     p.add_argument("--bundle", required=True, metavar="DIR", help="MONAI bundle folder (configs/inference.json)")
-    p.add_argument("--checkpoint", metavar="FILE", help="weights (default: BUNDLE/models/model.pt)")
+    p.add_argument(
+        "--checkpoint", metavar="FILE",
+        help="weights (default: BUNDLE/models/model.pt, the shipped weights, checked against their recorded SHA-256)",
+    )  # fmt: skip
     p.add_argument("--output", metavar="FILE", help="write every result row to FILE.csv or FILE.json")
     p.add_argument(
         "--rotation-check", action="store_true",
@@ -241,6 +230,10 @@ def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     pre = p.add_argument_group("preprocessing overrides (default: the bundle's clinical_preprocessing)")
     pre.add_argument("--modality", help="'auto' (DICOM Modality; NIfTI unknown) or a modality for all inputs: CT, MR")
+    pre.add_argument(
+        "--intensity", choices=("auto", "8bit_range", "hu_window", "foreground_percentiles"),
+        help="intensity rule for every input (default auto: CT -> hu_window, 8-bit -> 8bit_range, else percentiles)",
+    )  # fmt: skip
     pre.add_argument("--hu-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="CT window in HU")
     pre.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"), help="non-CT scaling range")
     pre.add_argument("--spacing", nargs="+", type=float, metavar="MM", help="resampling spacing (1 value or 1/axis)")
@@ -258,6 +251,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         name: value
         for name, value in (
             ("modality", args.modality),
+            ("intensity", args.intensity),
             ("hu_window", args.hu_window),
             ("percentiles", args.percentiles),
             ("spacing", args.spacing),
@@ -288,6 +282,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         else:
             line = f"error  {row['error']}{series}"
         print(escape_undecodable(line))  # a file name that is not UTF-8 must not stop the report
+    if rows:
+        shipped = "shipped weights, SHA-256 verified" if rows[0]["shipped_weights"] else "not the shipped weights"
+        weights = f"weights: {rows[0]['checkpoint']} (sha256 {rows[0]['checkpoint_sha256']}; {shipped})"
+        print(escape_undecodable(weights), file=sys.stderr)
     failed = sum(row["status"] != "ok" for row in rows)
     if written is not None:
         print(f"results written to {escape_undecodable(str(written))}")
@@ -309,6 +307,28 @@ def _predict_check_output(output: str) -> None:
         raise ValueError(f"--output {output}: cannot write a file there ({existing} is not a folder)")
 
 
+# --- promote (monai_sre.io.checkpoints) ------------------------------------------------------------------------
+
+
+def _args_promote(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, metavar="DIR", help="MONAI bundle folder")
+    p.add_argument(
+        "--run", dest="run_dir", required=True, metavar="DIR", help="the training run folder, e.g. BUNDLE/runs/default"
+    )
+    p.add_argument("--name", default="model.pt", help="weight file of the run and of models/ (default model.pt)")
+
+
+def _run_promote(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from monai_sre.io.checkpoints import promote_checkpoint
+
+    target = promote_checkpoint(Path(args.run_dir) / args.name, args.bundle, name=args.name)
+    print(f"promoted {Path(args.run_dir) / args.name} to {target}; re-export models/model.ts with "
+          "`python -m monai.bundle ckpt_export` (see the bundle's docs/README.md)")  # fmt: skip
+    return 0
+
+
 class _Command(NamedTuple):
     """One sub-command: its name and help, the function adding its arguments and the one running it."""
 
@@ -322,8 +342,9 @@ class _Command(NamedTuple):
 _COMMANDS: tuple[_Command, ...] = (
     _Command(
         "evaluate-rotation",
-        "ACC/AUC of trained classifiers on rotated and flipped MedMNIST test sets; writes per-model CSVs, "
-        "rotation_summary.json and rotation_robustness.png",
+        "ACC/AUC of trained classifiers on rotated and flipped MedMNIST test sets, read through the bundle's datalist "
+        "and validation transforms (as `run evaluating`); writes per-model CSVs, rotation_summary.json and "
+        "rotation_robustness.png",
         _args_evaluate_rotation,
         _run_evaluate_rotation,
     ),
@@ -339,6 +360,13 @@ _COMMANDS: tuple[_Command, ...] = (
         "per series); exits 1 when any input failed",
         _args_predict,
         _run_predict,
+    ),
+    _Command(
+        "promote",
+        "make a training run's weights the bundle's shipped weights (models/model.pt) and record their SHA-256 and "
+        "input contract in metadata.json",
+        _args_promote,
+        _run_promote,
     ),
 )
 

@@ -40,7 +40,8 @@ class ClinicalDataset(Dataset):
     """One item per clinical image or DICOM series, preprocessed to the model grid.
 
     Each item is ``{image_key: (in_channels, *grid) float32 tensor, input_key: str}``. The string is the JSON text
-    of the input's description (``path``, ``series_uid``, ``modality``, ``error``, ``original_shape``,
+    of the input's description (``path``, ``series_uid``, ``modality``, ``intensity_rule``, ``error``,
+    ``original_shape``,
     ``original_spacing``, ``original_orientation``, ``preprocessing``): JSON text collates to a list of strings
     whatever its values (``None``, nested settings) and crosses ``DataLoader`` worker processes intact. An input
     that discovery flags (missing path, not NIfTI/DICOM) or that fails to load or preprocess gets a zero image and
@@ -97,6 +98,7 @@ class ClinicalDataset(Dataset):
             "path": item.path,
             "series_uid": item.series_uid,
             "modality": item.modality,
+            "intensity_rule": None,
             "error": item.error,
             "original_shape": None,
             "original_spacing": None,
@@ -111,6 +113,7 @@ class ClinicalDataset(Dataset):
                 prepared = self.transform(data)[self.image_key]
                 applied = {k: prepared.meta[k] for k in ("intensity_scaling", "grid_resize") if k in prepared.meta}
                 description["modality"] = applied.get("intensity_scaling", {}).get("modality", item.modality)
+                description["intensity_rule"] = applied.get("intensity_scaling", {}).get("rule")
                 description["preprocessing"] = {**self.preprocessing.to_dict(), "applied": applied}
                 image = prepared.as_tensor()
             except Exception as e:  # one bad input must not stop the run: its row carries the reason
@@ -134,6 +137,7 @@ class PredictionWriter:
 
     Rows have the columns of ``monai-sre predict --output``: ``path``, ``series_uid``, ``status`` (``"ok"`` or
     ``"error"``), ``error``, ``pred_index``, ``pred_label``, ``prob_<class name>`` per class, ``modality``,
+    ``intensity_rule``,
     ``original_shape``, ``original_spacing``, ``original_orientation`` and ``preprocessing``. The file is written
     once per epoch (the evaluator runs one), atomically, as CSV with a header or as JSON, chosen by its suffix.
 
@@ -210,8 +214,9 @@ class PredictionWriter:
                 ";".join(n for n, p in zip(names, probs) if p >= 0.5) if self.multi_label else names[index]
             )
             row.update({f"prob_{n}": round(float(p), 6) for n, p in zip(names, probs)})
-        for key in ("modality", "original_shape", "original_spacing", "original_orientation", "preprocessing"):
-            row[key] = description[key]
+        for key in ("modality", "intensity_rule", "original_shape", "original_spacing", "original_orientation",
+                    "preprocessing"):
+            row[key] = description.get(key)
         return row
 
     def __call__(self, engine: Engine) -> None:

@@ -11,20 +11,26 @@ calls :func:`predict_with_model`, which needs no bundle. Each input gives one ro
 Bundle contract:
 
 * ``inference.json`` defines ``network_def`` (the network, e.g. ``{"_target_": "monai_sre.networks.SREResNet",
-  ...}``) and may define ``clinical_preprocessing``: fields of
-  :class:`~monai_sre.inference.volumes.ClinicalPreprocessingConfig` (references such as ``"@image_size"`` work).
-* Missing fields come from ``metadata.json``: ``network_data_format.inputs.image`` (``spatial_shape`` gives
-  ``spatial_dims`` and ``image_size``, ``num_channels`` gives ``in_channels``); class names come from
+  ...}``) and ``input_contract`` (a :class:`~monai_sre.transforms.contract.InputContract`, e.g.
+  ``"$monai_sre.transforms.medmnist_contract(2, 28, 1)"``): the preprocessing follows the contract, so an image of
+  the training kind gets exactly the training mapping. It may define ``clinical_preprocessing``: run options and
+  other fields of :class:`~monai_sre.inference.volumes.ClinicalPreprocessingConfig` (references such as
+  ``"@image_size"`` work).
+* Without ``input_contract``, missing fields come from ``metadata.json``: ``network_data_format.inputs.image``
+  (``spatial_shape`` gives ``spatial_dims`` and ``image_size``, ``num_channels`` gives ``in_channels``); class
+  names come from
   ``network_data_format.outputs.pred.channel_def`` (``{"0": "benign", ...}``), else ``class_names`` in
   ``inference.json``, else ``class_<i>``.
 * ``multi_label`` in ``inference.json`` (optional, default false) marks independent class flags: probabilities
   are then sigmoids instead of a softmax, and ``pred_label`` lists every class at or above 0.5.
-* The checkpoint is a state dict, flat or under ``"model"``, read with ``torch.load(weights_only=True)``.
+* The checkpoint is a state dict, flat or under ``"model"``, read by :mod:`monai_sre.io.checkpoints`: the shipped
+  ``models/model.pt`` must match the SHA-256 recorded for it in ``metadata.json``, and a checkpoint trained with
+  another input contract than the bundle's is refused. Every row names the weights (``checkpoint``,
+  ``checkpoint_sha256``) and the intensity rule applied (``intensity_rule``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +47,8 @@ from monai.data.utils import affine_to_spacing
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.rotation_check import symmetry_spread
 from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
+from monai_sre.io.checkpoints import file_sha256, load_weights
+from monai_sre.transforms.contract import InputContract
 
 __all__ = [
     "LoadedBundle", "load_bundle", "predict", "predict_with_model", "file_sha256", "error_reason", "original_geometry"
@@ -62,6 +70,8 @@ class LoadedBundle:
         checkpoint: the checkpoint file.
         checkpoint_sha256: its SHA-256.
         multi_label: whether classes are independent flags (sigmoid) rather than exclusive (softmax).
+        contract: the bundle's input contract (``None`` for bundles that state none).
+        shipped: whether the checkpoint is the bundle's shipped weights, verified against their recorded SHA-256.
     """
 
     name: str
@@ -72,22 +82,8 @@ class LoadedBundle:
     checkpoint: str
     checkpoint_sha256: str
     multi_label: bool = False
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, read in chunks.
-
-    Args:
-        path: the file.
-
-    Returns:
-        the hex digest.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    contract: InputContract | None = None
+    shipped: bool = False
 
 
 def _class_names(metadata: Mapping[str, Any], parser: ConfigParser) -> list[str] | None:
@@ -103,8 +99,15 @@ def _class_names(metadata: Mapping[str, Any], parser: ConfigParser) -> list[str]
 
 
 def _preprocessing_settings(metadata: Mapping[str, Any], parser: ConfigParser) -> dict[str, Any]:
-    image = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {})
     settings: dict[str, Any] = {}
+    if "input_contract" in parser:
+        contract = parser.get_parsed_content("input_contract")
+        contract = contract if isinstance(contract, InputContract) else InputContract.from_dict(contract)
+        settings.update({k: v for k, v in contract.to_dict().items() if k != "channel_dim"})
+        if "clinical_preprocessing" in parser:
+            settings.update(parser.get_parsed_content("clinical_preprocessing"))
+        return settings
+    image = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {})
     shape = image.get("spatial_shape")
     if isinstance(shape, (list, tuple)) and shape and all(isinstance(s, int) for s in shape):
         settings["spatial_dims"] = len(shape)
@@ -116,24 +119,6 @@ def _preprocessing_settings(metadata: Mapping[str, Any], parser: ConfigParser) -
     return settings
 
 
-def _state_dict(checkpoint: Path) -> Mapping[str, torch.Tensor]:
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch names neither the file nor the cause of a damaged one ("101", "central directory")
-        reason = (str(e).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"checkpoint {checkpoint} is not a readable PyTorch checkpoint (truncated, corrupt, or not written by "
-            f"torch.save with tensors only): {type(e).__name__}: {reason}"
-        ) from e
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint {checkpoint}: expected a state dict (flat or under 'model'), got {type(state)}")
-    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
 def load_bundle(
     bundle_dir: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -143,7 +128,7 @@ def load_bundle(
 
     Args:
         bundle_dir: the bundle folder (with ``configs/metadata.json`` and ``configs/inference.json``).
-        checkpoint: the weights; default ``<bundle_dir>/models/model.pt``.
+        checkpoint: the weights; default ``<bundle_dir>/models/model.pt`` (the shipped weights).
         preprocessing_overrides: fields of :class:`ClinicalPreprocessingConfig` replacing the bundle's.
 
     Returns:
@@ -151,7 +136,9 @@ def load_bundle(
 
     Raises:
         FileNotFoundError: naming the missing bundle file or checkpoint.
-        ValueError: when the config has no ``network_def``, a setting is invalid, or the checkpoint does not fit.
+        ValueError: when the config has no ``network_def``, a setting is invalid, the checkpoint does not fit, its
+            bytes differ from the SHA-256 recorded for the shipped weights, or it was trained with another input
+            contract than the bundle's (naming both).
     """
     bundle = Path(bundle_dir)
     meta_file = bundle / "configs" / "metadata.json"
@@ -172,17 +159,16 @@ def load_bundle(
     settings = {**_preprocessing_settings(metadata, parser), **dict(preprocessing_overrides or {})}
     try:
         preprocessing = ClinicalPreprocessingConfig.from_dict(settings)
+        contract = parser.get_parsed_content("input_contract") if "input_contract" in parser else None
+        if contract is not None and not isinstance(contract, InputContract):
+            contract = InputContract.from_dict(contract)
     except ValueError as e:
         raise ValueError(f"bundle {bundle}: preprocessing: {e}") from e
 
     ckpt = Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} not found (train the bundle first or pass a checkpoint file)")
-    try:
-        network.load_state_dict(_state_dict(ckpt))
-    except RuntimeError as e:  # missing/unexpected keys or shape mismatches
-        reason = " ".join(str(e).split())  # torch gives one line per tensor
-        raise ValueError(f"checkpoint {ckpt} does not fit the network of bundle {bundle}: {reason}") from e
+    loaded = load_weights(network, ckpt, contract=contract, bundle_dir=bundle)
     network.eval()
     return LoadedBundle(
         name=str(metadata.get("name") or bundle.resolve().name),
@@ -191,8 +177,10 @@ def load_bundle(
         class_names=_class_names(metadata, parser) or [],
         preprocessing=preprocessing,
         checkpoint=str(ckpt),
-        checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_sha256=loaded.sha256,
         multi_label=bool(parser.get_parsed_content("multi_label")) if "multi_label" in parser else False,
+        contract=contract,
+        shipped=loaded.shipped,
     )
 
 
@@ -258,6 +246,7 @@ def _blank_row(
         "pred_label": None,
         **{f"prob_{n}": None for n in names},
         "modality": item.modality,
+        "intensity_rule": None,
         "original_shape": None,
         "original_spacing": None,
         "original_orientation": None,
@@ -298,7 +287,8 @@ def predict_with_model(
 
     Returns:
         one row per input, in discovery order, with ``path``, ``series_uid``, ``status`` (``"ok"`` or ``"error"``),
-        ``error``, ``pred_index``, ``pred_label``, ``prob_<name>`` per class, ``modality``, ``original_shape``,
+        ``error``, ``pred_index``, ``pred_label``, ``prob_<name>`` per class, ``modality``, ``intensity_rule`` (the
+        rule of :mod:`monai_sre.transforms.contract` that mapped the intensities), ``original_shape``,
         ``original_spacing``, ``original_orientation`` (axis codes), ``preprocessing`` (settings and what was
         applied), the ``extra_fields``, the rotation columns when requested, and ``load_s``, ``preprocess_s``,
         ``model_s`` (seconds).
@@ -371,6 +361,7 @@ def predict_with_model(
                     "pred_label": label,
                     **{f"prob_{n}": round(float(p), 6) for n, p in zip(names, probs)},
                     "modality": applied.get("intensity_scaling", {}).get("modality", item.modality),
+                    "intensity_rule": applied.get("intensity_scaling", {}).get("rule"),
                     "preprocessing": {**preprocessing.to_dict(), "applied": applied},
                     "load_s": round(loaded - start, 4),
                     "preprocess_s": round(prepared - loaded, 4),
@@ -398,15 +389,17 @@ def predict(
     Args:
         inputs: NIfTI files, DICOM files, DICOM series folders and folders of studies (one result per series).
         bundle_dir: the bundle folder.
-        checkpoint: the weights; default ``<bundle_dir>/models/model.pt``.
+        checkpoint: the weights; default ``<bundle_dir>/models/model.pt`` (the shipped weights, checked against the
+            SHA-256 recorded in ``metadata.json``).
         rotation_check: also report the spread of the probabilities under the grid's rot90 symmetries.
         preprocessing_overrides: fields of :class:`ClinicalPreprocessingConfig` replacing the bundle's, e.g.
             ``{"modality": "CT", "roi_center": [0, -20, 10], "roi_size": [80, 80, 80]}``.
         device: where the model runs.
 
     Returns:
-        one row per input as described in :func:`predict_with_model`, plus ``bundle_name``, ``bundle_version``
-        and ``checkpoint_sha256``.
+        one row per input as described in :func:`predict_with_model`, plus ``bundle_name``, ``bundle_version``,
+        ``checkpoint`` (the weight file), ``checkpoint_sha256`` and ``shipped_weights`` (whether they are the
+        bundle's shipped weights, SHA-256 verified).
 
     Raises:
         FileNotFoundError: when the bundle or checkpoint is missing.
@@ -424,6 +417,8 @@ def predict(
         extra_fields={
             "bundle_name": bundle.name,
             "bundle_version": bundle.version,
+            "checkpoint": bundle.checkpoint,
             "checkpoint_sha256": bundle.checkpoint_sha256,
+            "shipped_weights": bundle.shipped,
         },
     )

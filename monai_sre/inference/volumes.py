@@ -7,14 +7,17 @@
 The pipeline is a MONAI ``Compose`` of dictionary transforms, used by ``monai-sre predict`` and referenced by the
 bundles' ``inference.json``, so both run the same code::
 
-    LoadImaged (NIfTI, or one DICOM series via DicomSeriesReader)
-    -> EnsureChannelFirstd -> ConformImaged (finite values, 2D/3D, channels)
+    LoadImaged (NIfTI, or one DICOM series via DicomSeriesReader; stored type kept)
+    -> EnsureChannelFirstd -> ConformImaged (finite values, 2D/3D, channels; colour stored last in 2D NIfTI)
     -> Orientationd (3D, RAS) -> CropRoid (optional region of interest in mm or voxels)
+    -> ContractIntensityd (the input contract's rules: 8-bit 0-255 as in training, CT HU window, otherwise
+       percentiles of the non-zero voxels; to the training range)
     -> GridSpacingd (spacing in mm; large images straight to a coarser one, see there)
-    -> ModalityIntensityd (CT: HU window, otherwise percentiles, to [0, 1])
     -> ResizeToGridd (fit, resize or crop to image_size per axis) -> EnsureTyped (float32)
 
-Every choice is a field of :class:`ClinicalPreprocessingConfig`; bundles keep them as plain config values.
+Every choice is a field of :class:`ClinicalPreprocessingConfig`, which a bundle derives from its input contract
+(:meth:`ClinicalPreprocessingConfig.from_contract`, :mod:`monai_sre.transforms.contract`): an exported training
+file gives exactly the model input of the training transforms.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, NibabelReader
+from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing, to_affine_nd
 from monai.transforms import (
     Compose,
@@ -41,14 +44,13 @@ from monai.transforms import (
     Pad,
     Resize,
     ResizeWithPadOrCrop,
-    ScaleIntensityRange,
-    ScaleIntensityRangePercentiles,
     Spacing,
     SpatialCrop,
     SqueezeDim,
 )
 
 from monai_sre.inference.dicom_series import DicomSeriesReader, is_nifti_path
+from monai_sre.transforms.contract import INTENSITY_RULES, ContractIntensityd, InputContract, contract_loader
 
 __all__ = [
     "ClinicalPreprocessingConfig",
@@ -99,9 +101,14 @@ class ClinicalPreprocessingConfig:
         image_size: the model grid edge in voxels (28 or 64 for MedMNIST); the output is ``image_size`` per axis.
         in_channels: channels the model takes; grey images are repeated to 3 channels, colour turned to grey.
         modality: ``"auto"`` uses each DICOM series' ``Modality`` (unknown for NIfTI); any other value (``"CT"``,
-            ``"MR"``, ...) is used for every input. CT gets the HU window, every other modality percentile scaling.
-        hu_window: CT intensities (HU) mapped to [0, 1], values outside clipped.
-        percentiles: lower and upper percentile mapped to [0, 1] for non-CT images, values outside clipped.
+            ``"MR"``, ...) is used for every input. CT gets the HU window.
+        hu_window: CT intensities (HU) mapped to ``target_range``, values outside clipped.
+        percentiles: lower and upper percentile of the non-zero voxels mapped to ``target_range`` for images that
+            are neither CT nor 8-bit, values outside clipped.
+        intensity: ``"auto"`` chooses the rule per image (CT: HU window; 8-bit: ``source_range``; otherwise
+            percentiles); a rule name of :data:`~monai_sre.transforms.contract.INTENSITY_RULES` forces it.
+        source_range: stored values of 8-bit images mapped to ``target_range`` (the training mapping).
+        target_range: the value range the model was trained on.
         spacing: voxel spacing in mm to resample to (one number for every axis, or one per axis); ``None`` keeps
             the image's grid.
         axcodes: orientation volumes are turned to before resampling (``"RAS"``); ``None`` keeps the stored axes.
@@ -127,6 +134,9 @@ class ClinicalPreprocessingConfig:
     modality: str = "auto"
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
     percentiles: tuple[float, float] = (1.0, 99.0)
+    intensity: str = "auto"
+    source_range: tuple[float, float] = (0.0, 255.0)
+    target_range: tuple[float, float] = (0.0, 1.0)
     spacing: float | tuple[float, ...] | None = 1.0
     axcodes: str | None = "RAS"
     roi_center: tuple[float, ...] | None = None
@@ -156,6 +166,13 @@ class ClinicalPreprocessingConfig:
         if not 0.0 <= pct[0] < pct[1] <= 100.0:
             raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {self.percentiles!r}")
         put("percentiles", pct)
+        if self.intensity not in INTENSITY_RULES:
+            raise ValueError(f"intensity must be one of {INTENSITY_RULES}, got {self.intensity!r}")
+        for name in ("source_range", "target_range"):
+            pair = _floats(getattr(self, name), name, 2)
+            if pair[0] >= pair[1]:
+                raise ValueError(f"{name} must be (low, high) with low < high, got {getattr(self, name)!r}")
+            put(name, pair)
         if self.spacing is not None:
             spacing = _floats(self.spacing, "spacing", self.spatial_dims)
             if min(spacing) <= 0:
@@ -199,6 +216,43 @@ class ClinicalPreprocessingConfig:
             raise ValueError(f"unknown preprocessing setting(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(values))
 
+    @classmethod
+    def from_contract(cls, contract: InputContract, **settings: Any) -> ClinicalPreprocessingConfig:
+        """The settings that feed clinical images to a model the way its input contract says.
+
+        Args:
+            contract: the model's input contract.
+            settings: run options (``modality``, ``roi_center``, ``roi_size``, ``roi_units``, ``size_mode``) and
+                deliberate departures from the contract (e.g. another ``hu_window``).
+
+        Returns:
+            the config.
+
+        Raises:
+            ValueError: for an unknown setting or a value out of range.
+        """
+        values = {k: v for k, v in contract.to_dict().items() if k != "channel_dim"}
+        return cls.from_dict({**values, **settings})
+
+    def contract(self) -> InputContract:
+        """The input contract these settings feed (its intensity rules, grid, orientation and spacing).
+
+        Returns:
+            the contract.
+        """
+        return InputContract(
+            spatial_dims=self.spatial_dims,
+            image_size=self.image_size,
+            in_channels=self.in_channels,
+            intensity=self.intensity,
+            source_range=self.source_range,
+            target_range=self.target_range,
+            hu_window=self.hu_window,
+            percentiles=self.percentiles,
+            axcodes=self.axcodes,
+            spacing=self.spacing,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready values (tuples as lists).
 
@@ -230,9 +284,12 @@ def _filename(img: torch.Tensor) -> str:
 class ConformImaged(MapTransform):
     """Check a channel-first image against the model and give it the model's dimensionality and channels.
 
-    Rejects non-finite values, constant images (all zeros, say: nothing to classify), 4D NIfTI files (several volumes), 2D images for 3D models and volumes for 2D
-    models; a 3D image with a single slice becomes 2D for 2D models. Grey images are repeated to ``in_channels``,
-    colour images turned to grey (BT.601 luma) for one-channel models.
+    Rejects non-finite values, constant images (all zeros, say: nothing to classify), 4D NIfTI files (several
+    volumes), 2D images for 3D models and volumes for 2D models; a 3D image with a single slice becomes 2D for 2D
+    models, and a 2D model reads a NIfTI image of shape ``(H, W, 3)`` or ``(H, W, 4)`` as colour stored last (as the
+    exported RGB MedMNIST files). Grey images are repeated to ``in_channels``, colour images turned to grey (BT.601
+    luma) for one-channel models. The stored type is recorded in ``meta["stored_dtype"]`` (the 8-bit intensity rule
+    reads it) unless the reader recorded it already.
 
     Args:
         keys: keys of the images.
@@ -258,8 +315,14 @@ class ConformImaged(MapTransform):
         if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
             bad = int((~torch.isfinite(values)).sum())
             raise ValueError(f"{name}: {bad} voxel value(s) are NaN or infinite; the image is corrupt or unfinished")
+        if isinstance(img, MetaTensor):
+            img.meta.setdefault("stored_dtype", str(img.dtype).replace("torch.", ""))
         channels, spatial = int(img.shape[0]), tuple(int(s) for s in img.shape[1:])
-        if is_nifti_path(name) and channels > 1:
+        colour_last = len(spatial) == 3 and spatial[2] in (3, 4) and min(spatial[:2]) > 4
+        if self.spatial_dims == 2 and is_nifti_path(name) and channels == 1 and colour_last:
+            img = img[0].permute(2, 0, 1)
+            channels, spatial = int(img.shape[0]), tuple(int(s) for s in img.shape[1:])
+        elif is_nifti_path(name) and channels > 1:
             raise ValueError(
                 f"{name}: a {len(spatial) + 1}D NIfTI image (shape {spatial + (channels,)}) holding {channels} "
                 f"volumes; the model takes one {self.spatial_dims}D image"
@@ -289,7 +352,8 @@ class ConformImaged(MapTransform):
             rgb = img[:3]
             if self.in_channels == 3:
                 return rgb
-            weights = torch.as_tensor(_LUMA, dtype=img.dtype, device=img.device).reshape(3, *([1] * len(spatial)))
+            rgb = rgb if rgb.is_floating_point() else rgb.float()
+            weights = torch.as_tensor(_LUMA, dtype=rgb.dtype, device=img.device).reshape(3, *([1] * len(spatial)))
             return (rgb * weights).sum(dim=0, keepdim=True)
         raise ValueError(f"{name}: {channels} channels, but the model takes {self.in_channels}")
 
@@ -300,18 +364,17 @@ class ConformImaged(MapTransform):
         return d
 
 
-class ModalityIntensityd(MapTransform):
-    """Scale intensities to [0, 1] by modality: a HU window for CT, percentiles for everything else.
+class ModalityIntensityd(ContractIntensityd):
+    """:class:`~monai_sre.transforms.contract.ContractIntensityd` with the rules' values given one by one.
 
-    The modality is ``modality`` unless that is ``"auto"``, in which case it is the image's ``meta["modality"]``
-    (set by :class:`~monai_sre.inference.dicom_series.DicomSeriesReader`; absent for NIfTI, which is then scaled
-    by percentiles). The choice is recorded in ``meta["intensity_scaling"]``.
+    Kept for code written before the input contract; the rule is chosen per image as there (CT: HU window, 8-bit:
+    0-255, otherwise percentiles of the non-zero voxels) and recorded in ``meta["intensity_scaling"]``.
 
     Args:
         keys: keys of the images.
         modality: ``"auto"`` or a DICOM modality applied to every image.
         hu_window: (low, high) HU mapped to (0, 1) for CT, clipped.
-        percentiles: (low, high) percentiles mapped to (0, 1) otherwise, clipped.
+        percentiles: (low, high) percentiles of the non-zero voxels mapped to (0, 1), clipped.
         allow_missing_keys: do not raise for a missing key.
     """
 
@@ -323,30 +386,10 @@ class ModalityIntensityd(MapTransform):
         percentiles: Sequence[float] = (1.0, 99.0),
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.modality = modality
-        self.hu_window = tuple(float(v) for v in hu_window)
-        self.percentiles = tuple(float(v) for v in percentiles)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            meta = img.meta if isinstance(img, MetaTensor) else {}
-            modality = str(meta.get("modality") or "") if self.modality.lower() == "auto" else self.modality
-            modality = modality.upper()
-            if modality == "CT":
-                lo, hi = self.hu_window
-                img = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(img)
-                record = {"modality": "CT", "method": "hu_window", "hu_window": [lo, hi]}
-            else:
-                lo, hi = self.percentiles
-                img = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(img)
-                record = {"modality": modality or "unknown", "method": "percentiles", "percentiles": [lo, hi]}
-            if isinstance(img, MetaTensor):
-                img.meta["intensity_scaling"] = record
-            d[key] = img
-        return d
+        contract = InputContract(
+            spatial_dims=3, image_size=1, hu_window=tuple(hu_window), percentiles=tuple(percentiles)
+        )
+        super().__init__(keys, contract, modality=modality, allow_missing_keys=allow_missing_keys)
 
 
 class CropRoid(MapTransform):
@@ -615,27 +658,12 @@ class ResizeToGridd(MapTransform):
         return d
 
 
-class _Float32NibabelReader(NibabelReader):
-    """``NibabelReader`` that converts numeric voxels to C-ordered float32 in one copy.
-
-    MONAI's reader hands the stored array (F-ordered int16, say) to ``LoadImage``, which first makes a C-ordered copy
-    of it and then a float32 one: for a 512x512x600 CT 0.3 GB more at the peak than converting once. The values are
-    those ``LoadImage(dtype=float32)`` gives. Other voxel types (RGB records) go the reader's usual way.
-    """
-
-    def _get_array_data(self, img, filename):
-        data = np.asanyarray(img.dataobj)
-        if self.to_gpu or data.dtype.kind not in "biuf":
-            return super()._get_array_data(img, filename)
-        out = np.empty(data.shape, dtype=np.float32)
-        np.copyto(out, data, casting="unsafe")
-        return out
-
-
 def clinical_loader(keys: KeysCollection = "image") -> LoadImaged:
     """``LoadImaged`` for clinical inputs: NIfTI files with MONAI's readers, DICOM with :class:`DicomSeriesReader`.
 
-    A DICOM input is one file, a list of the files of one series, or a folder holding one series.
+    A DICOM input is one file, a list of the files of one series, or a folder holding one series. The loader is the
+    training transforms' (:func:`~monai_sre.transforms.contract.contract_loader`): the stored type is known to the
+    intensity rules, and NIfTI voxels become float32 in one copy.
 
     Args:
         keys: keys of the image paths.
@@ -646,9 +674,8 @@ def clinical_loader(keys: KeysCollection = "image") -> LoadImaged:
     with warnings.catch_warnings():
         # MONAI builds every default reader; the optional GPU DICOM decoder's absence is expected on most machines.
         warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-        loader = LoadImaged(keys, image_only=True)
-    loader.register(DicomSeriesReader())
-    loader.register(_Float32NibabelReader())  # tried first for NIfTI files (DicomSeriesReader declines them)
+        loader = contract_loader(keys)  # stored type kept: it chooses the intensity rule
+    loader.register(DicomSeriesReader())  # tried first; it declines NIfTI files
     return loader
 
 
@@ -671,7 +698,7 @@ def clinical_transforms(
 
     Returns:
         the pipeline, from a path (or loaded image) to a ``(in_channels, *[image_size] * spatial_dims)`` float32
-        image in [0, 1].
+        image in the contract's ``target_range`` ([0, 1]).
 
     Raises:
         ValueError: for an invalid setting.
@@ -691,11 +718,10 @@ def clinical_transforms(
         transforms.append(Orientationd(keys, axcodes=config.axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if config.roi_center is not None and config.roi_size is not None:
         transforms.append(CropRoid(keys, config.roi_center, config.roi_size, config.roi_units))
+    # Before resampling: the statistics of the percentile rule come from the stored voxels (of the region)
+    transforms.append(ContractIntensityd(keys, config.contract(), modality=config.modality))
     if config.spacing is not None:
         transforms.append(GridSpacingd(keys, config.spacing, image_size=config.image_size, size_mode=config.size_mode))
-    transforms.append(
-        ModalityIntensityd(keys, modality=config.modality, hu_window=config.hu_window, percentiles=config.percentiles)
-    )
     transforms += [
         ResizeToGridd(keys, image_size=config.image_size, size_mode=config.size_mode),
         EnsureTyped(keys, dtype=torch.float32),

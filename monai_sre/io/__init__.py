@@ -5,4 +5,6 @@
 """Input and output shared by every layer above ``networks``: one module per concern, imported by full name.
 
 * :mod:`monai_sre.io.files`: atomic file output with the user's umask, and a folder lock.
+* :mod:`monai_sre.io.checkpoints`: checkpoint reading (``weights_only``, DDP prefix), SHA-256 and input-contract
+  checks, promotion of a training run to the shipped weights.
 """

@@ -2,7 +2,8 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""SRE networks: SREResNet and its builders, SRE segmentation networks (``sre_basic_unet``, ``sre_unet``)."""
+"""SRE networks: SREResNet and its builders, SRE segmentation networks (``sre_basic_unet``, ``sre_unet``); the
+MedMNIST recipe names stay importable from here."""
 
 from __future__ import annotations
 

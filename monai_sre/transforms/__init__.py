@@ -2,10 +2,21 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""Transforms shared by training, evaluation and inference: the symmetry groups of the grid (:mod:`.symmetry`)."""
+"""Transforms shared by training, evaluation and inference: the input contract of a model and the MONAI transforms
+built from it (:mod:`.contract`), and the symmetry groups of the grid (:mod:`.symmetry`)."""
 
 from __future__ import annotations
 
+from monai_sre.transforms.contract import (
+    INTENSITY_RULES,
+    ContractIntensityd,
+    InputContract,
+    StoredTypeNibabelReader,
+    contract_loader,
+    image_modality,
+    medmnist_contract,
+    training_transforms,
+)
 from monai_sre.transforms.symmetry import (
     AXIS_PLANES,
     GridSymmetry,
@@ -19,11 +30,19 @@ from monai_sre.transforms.symmetry import (
 
 __all__ = [
     "AXIS_PLANES",
+    "INTENSITY_RULES",
+    "ContractIntensityd",
     "GridSymmetry",
+    "InputContract",
+    "StoredTypeNibabelReader",
     "axis_flip",
+    "contract_loader",
     "cube_rotations",
     "grid_group",
     "grid_symmetries",
+    "image_modality",
+    "medmnist_contract",
     "rotation_matrix",
     "square_symmetries",
+    "training_transforms",
 ]

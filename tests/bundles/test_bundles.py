@@ -34,7 +34,7 @@ TINY = {
 
 def _bundle(tmp_path: Path, name: str) -> Path:
     dst = tmp_path / name
-    shutil.copytree(BUNDLES / name, dst, ignore=shutil.ignore_patterns("data", "eval", "*.pt", "*.ts", "*.onnx"))
+    shutil.copytree(BUNDLES / name, dst, ignore=shutil.ignore_patterns("data", "eval", "runs", "*.ts", "*.onnx"))
     return dst
 
 
@@ -65,18 +65,23 @@ def _read_csv(path: Path) -> list[dict]:
 def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms, eval_run):
     bundle = _bundle(tmp_path, name)
     opts = [*TINY[name], "--image_format", image_format]
+    shipped = (bundle / "models" / "model.pt").read_bytes()
     _run(bundle, "run", "training", "--config_file", "configs/train.json", *opts)
-    models = bundle / "models"
+    models = bundle / "runs" / "default"  # training writes to its run folder, never over the shipped weights
     assert (models / "model.pt").is_file() and (models / "model_final.pt").is_file()
-    state = torch.load(models / "model.pt", weights_only=True)
-    assert "fc.weight" in state  # a flat state dict of the network, loadable with weights_only
+    assert (bundle / "models" / "model.pt").read_bytes() == shipped
+    best = torch.load(models / "model.pt", weights_only=True)
+    assert "fc.weight" in best["model"]  # the network's state dict, loadable with weights_only
+    contract = json.loads((bundle / "configs" / "metadata.json").read_text())["input_contract"]
+    assert best["input_contract"] == contract  # saved inside every checkpoint, as metadata.json states it
     final = torch.load(models / "model_final.pt", weights_only=True)
     assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(final)
     datalist = json.loads((bundle / "data" / f"{'breastmnist' if '2d' in name else 'adrenalmnist3d'}_28_{image_format}"
                                               / "datalist.json").read_text())
     assert len(datalist["training"]) == (24 if "2d" in name else 8)
 
-    _run(bundle, "run", *eval_run, "--config_file", "['configs/train.json','configs/evaluate.json']", *opts)
+    proc = _run(bundle, "run", *eval_run, "--config_file", "['configs/train.json','configs/evaluate.json']", *opts)
+    assert "evaluating the model trained in ./runs/default" in proc.stdout + proc.stderr  # and says so
     metrics = dict(row.split(",") for row in (bundle / "eval" / "metrics.csv").read_text().split("\n") if row)
     assert 0.0 <= float(metrics["test_auc"]) <= 1.0 and 0.0 <= float(metrics["test_acc"]) <= 1.0
     rows = _read_csv(bundle / "eval" / "rotation" / "rotation_sre.csv")
@@ -117,9 +122,9 @@ def test_ddp_two_cpu_processes(tmp_path):
     bundle = _bundle(tmp_path, "sre_medmnist_2d")
     _run(bundle, "run", "training", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
          *TINY["sre_medmnist_2d"], torchrun=True)
-    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    state = torch.load(bundle / "runs" / "default" / "model.pt", weights_only=True)["model"]
     assert not any(k.startswith("module.") for k in state)  # saved unwrapped, loadable without DDP
-    assert len(list((bundle / "models").glob("model.pt"))) == 1
+    assert len(list((bundle / "runs" / "default").glob("model.pt"))) == 1
 
 
 BAD_OVERRIDES = [
@@ -138,7 +143,8 @@ BAD_OVERRIDES = [
 def _nothing_done(tmp_path: Path, bundle: Path) -> None:
     assert not (bundle / "data").exists()  # nothing exported
     assert not (tmp_path / "no_such_folder").exists()  # a missing data_root is reported, not created
-    assert list((bundle / "models").iterdir()) == [] and not (bundle / "eval").exists()
+    assert not (bundle / "runs").exists() and not (bundle / "eval").exists()  # no run folder, no report
+    assert [p.name for p in (bundle / "models").iterdir()] == ["model.pt"]  # the shipped weights only
 
 
 @pytest.mark.parametrize("config,override,message", BAD_OVERRIDES)

@@ -31,7 +31,9 @@ DICOMDIR_TESTS = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests
 CT_SERIES = DICOMDIR_TESTS / "98892001" / "CT5N"  # 5 axial CT slices
 CT_SERIES_GAP = DICOMDIR_TESTS / "77654033" / "CT2"  # 161 slices missing between the first two: refused
 FIXED_COLUMNS = ["path", "series_uid", "status", "error", "pred_index", "pred_label"]
-TRAILING_COLUMNS = ["modality", "original_shape", "original_spacing", "original_orientation", "preprocessing"]
+TRAILING_COLUMNS = [
+    "modality", "intensity_rule", "original_shape", "original_spacing", "original_orientation", "preprocessing"
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,8 @@ def _check_rows(csv_path: Path, bundle: Path, expected_paths: list[str], errors:
         index = int(row["pred_index"])
         assert probs[index] == max(probs) and row["pred_label"] == names[index]
         recorded = json.loads(row["preprocessing"])
+        # the exported MedMNIST files are 8-bit: the training mapping, named in the row
+        assert row["intensity_rule"] == ("hu_window" if row["modality"] == "CT" else "8bit_range")
         # every literal choice of the config is recorded with the prediction
         assert {k: recorded[k] for k, v in settings.items() if not str(v).startswith("@")} == {
             k: v for k, v in settings.items() if not str(v).startswith("@")

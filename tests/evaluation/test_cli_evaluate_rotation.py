@@ -2,12 +2,15 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""``monai-sre evaluate-rotation`` on real MedMNIST test images with networks built from a bundle config."""
+"""``monai-sre evaluate-rotation``: real MedMNIST test images read through the bundle's datalist, as ``run evaluating``.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,92 +18,119 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_sre.cli import main
+from monai_sre.data.medmnist import load_split
 from monai_sre.evaluation.metrics import medmnist_acc, medmnist_auc, scores_from_logits
 
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "sre_medmnist_2d"
+# a small SRE network of the bundle's recipe, so that 38 rotated test sets take seconds
+SMALL = {"arch": "resnet10", "widen_factor": 0.125, "kernel_size": [5, 5, 3, 3]}
 
-def _resnet(channels: int, classes: int, width: int) -> dict:
-    return {
-        "_target_": "monai.networks.nets.ResNet",
-        "block": "basic",
-        "layers": [1, 1, 1, 1],
-        "block_inplanes": [width, width, 2 * width, 2 * width],
-        "spatial_dims": 2,
-        "n_input_channels": channels,
-        "num_classes": classes,
-        "conv1_t_size": 3,
-        "no_max_pool": True,
-    }
+
+def _set(values: dict) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def _parser(bundle: Path, overrides: dict, configs: tuple[str, ...] = ("train.json",)) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / c) for c in configs])
+    parser["bundle_root"] = str(bundle)
+    for k, v in overrides.items():
+        parser[k] = v
+    return parser
+
+
+def _checkpoint(bundle: Path, path: Path, overrides: dict, seed: int, nested: bool = True) -> torch.nn.Module:
+    """A seeded network of the bundle's recipe saved as the bundle saves it (weights and input contract)."""
+    parser = _parser(bundle, overrides)
+    torch.manual_seed(seed)
+    net = parser.get_parsed_content("network_def")
+    contract = parser.get_parsed_content("input_contract").to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": net.state_dict(), "input_contract": contract} if nested else net.state_dict(), path)
+    return net.eval()
+
+
+def _expected(
+    net: torch.nn.Module, images: np.ndarray, labels: np.ndarray, task: str, batch: int = 16
+) -> tuple[float, float]:
+    """ACC/AUC of the npz images scaled 0-255 to 0-1 (what the training transforms give), in the CLI's batches."""
+    x = torch.from_numpy(images).float() / 255
+    x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
+    with torch.no_grad():
+        scores = scores_from_logits(torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]), task)
+    return medmnist_acc(labels, scores, task), medmnist_auc(labels, scores, task)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture()
 def bundle(tmp_path):
-    """A bundle folder whose train.json defines two networks, and a checkpoint for each (two formats)."""
     root = tmp_path / "bundle"
-    (root / "configs").mkdir(parents=True)
-    config = {"flag": "breastmnist", "image_size": 28, "network_def": _resnet(1, 2, 4), "baseline_def": _resnet(1, 2, 8)}
-    (root / "configs" / "train.json").write_text(json.dumps(config))
-    torch.manual_seed(0)
-    parser = ConfigParser(config)
-    sre, base = parser.get_parsed_content("network_def"), parser.get_parsed_content("baseline_def")
-    torch.save(sre.state_dict(), tmp_path / "sre.pt")  # flat state dict, as CheckpointSaver writes
-    torch.save({"model": base.state_dict()}, tmp_path / "base.pt")
-    return root, {"sre": sre, "base": base}
+    shutil.copytree(BUNDLE / "configs", root / "configs")
+    return root
 
 
-def _expected(net: torch.nn.Module, images: np.ndarray, labels: np.ndarray, task: str) -> tuple[float, float]:
-    x = torch.from_numpy(images).float() / 255
-    x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
-    with torch.no_grad():
-        scores = scores_from_logits(net.eval()(x), task)
-    return medmnist_acc(labels, scores, task), medmnist_auc(labels, scores, task)
-
-
+@pytest.mark.slow  # about 60 s: two networks on 38 rotated test sets
 def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
-    from monai_sre.data.medmnist import load_split
-
-    root, nets = bundle
+    overrides = {**SMALL, "dataset_dir": str(tmp_path / "data")}
+    nets = {"a": _checkpoint(bundle, tmp_path / "a.pt", overrides, 0),
+            "b": _checkpoint(bundle, tmp_path / "b.pt", overrides, 1, nested=False)}  # fmt: skip
     out = tmp_path / "report"
-    argv = ["evaluate-rotation", "--bundle", str(root), "--data-root", str(data_root), "--out", str(out)]
-    argv += ["--checkpoint", str(tmp_path / "sre.pt"), str(tmp_path / "base.pt"), "--name", "sre", "resnet"]
-    argv += ["--network-id", "network_def", "baseline_def", "--limit", "24", "--batch-size", "16", "--no-progress"]
+    argv = ["evaluate-rotation", "--bundle", str(bundle), "--data-root", str(data_root), "--out", str(out)]
+    argv += ["--checkpoint", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--limit", "24", "--batch-size", "16"]
+    argv += ["--no-progress", "--set", *_set(overrides)]
     assert main(argv) == 0
-    assert "sre: ACC@0" in capsys.readouterr().out
+    assert "a: ACC@0" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
-        "rotation_resnet.csv",
-        "rotation_robustness.png",
-        "rotation_sre.csv",
-        "rotation_summary.json",
-    ]
+        "rotation_a.csv", "rotation_b.csv", "rotation_robustness.png", "rotation_summary.json"
+    ]  # fmt: skip
+    # the datalist the bundle exported, read by the bundle's validation transforms
+    datalist = json.loads((tmp_path / "data" / "datalist.json").read_text())
+    assert len(datalist["test"]) == 24 and datalist["format"] == "nifti"
     images, labels = load_split("breastmnist", "test", 28, data_root)
-    for name, net in (("sre", nets["sre"]), ("resnet", nets["base"])):
-        with open(out / f"rotation_{name}.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
+    for name, net in nets.items():
+        rows = _rows(out / f"rotation_{name}.csv")
         assert len(rows) == 38 and {r["n"] for r in rows} == {"24"}
         acc, auc = _expected(net, images[:24], labels[:24], "binary-class")
         assert float(rows[0]["acc"]) == pytest.approx(acc) and float(rows[0]["auc"]) == pytest.approx(auc)
         rot180 = _expected(net, np.ascontiguousarray(images[:24, ::-1, ::-1]), labels[:24], "binary-class")
         assert float(rows[18]["acc"]) == pytest.approx(rot180[0])  # rot_180 is the exact half turn
     report = json.loads((out / "rotation_summary.json").read_text())
-    assert sorted(report["models"]) == ["resnet", "sre"] and report["spatial_dims"] == 2
-    assert (out / "rotation_robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(report["models"]) == ["a", "b"] and report["spatial_dims"] == 2
 
 
-def test_evaluate_rotation_rgb_flag_override(tmp_path, data_root):
-    from monai_sre.data.medmnist import load_split
-
-    root = tmp_path / "bundle"
-    (root / "configs").mkdir(parents=True)
-    config = {"flag": "breastmnist", "network_def": _resnet(3, 5, 4)}
-    (root / "configs" / "train.json").write_text(json.dumps(config))
-    torch.manual_seed(1)
-    net = ConfigParser(config).get_parsed_content("network_def")
-    torch.save(net.state_dict(), tmp_path / "rgb.pt")
-    argv = ["evaluate-rotation", "--bundle", str(root), "--checkpoint", str(tmp_path / "rgb.pt")]
-    argv += ["--flag", "retinamnist", "--data-root", str(data_root), "--out", str(tmp_path / "out")]
-    argv += ["--limit", "30", "--interpolation", "nearest", "--no-progress"]
+def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
+    """The same checkpoint gives the same numbers through the CLI and through the bundle's ``run evaluating``."""
+    overrides = {**SMALL, "dataset_dir": str(tmp_path / "data"), "max_samples": 16, "data_root": str(data_root)}
+    _checkpoint(bundle, tmp_path / "run" / "model.pt", overrides, 3)
+    evaluating = _parser(bundle, {**overrides, "ckpt_dir": str(tmp_path / "run"), "output_dir": str(tmp_path / "eval"),
+                                  "device": "$torch.device('cpu')"}, ("train.json", "evaluate.json"))  # fmt: skip
+    evaluating.get_parsed_content("evaluating")
+    argv = ["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(tmp_path / "run" / "model.pt")]
+    argv += ["--name", "sre", "--out", str(tmp_path / "cli"), "--no-progress", "--set", *_set(overrides)]
     assert main(argv) == 0
-    with open(tmp_path / "out" / "rotation_rgb.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    bundle_rows = _rows(tmp_path / "eval" / "rotation" / "rotation_sre.csv")
+    cli_rows = _rows(tmp_path / "cli" / "rotation_sre.csv")
+    assert len(cli_rows) == 38
+    assert [(r["name"], r["acc"], r["auc"]) for r in cli_rows] == [(r["name"], r["acc"], r["auc"]) for r in bundle_rows]
+    metrics = dict(line.split(",") for line in (tmp_path / "eval" / "metrics.csv").read_text().split("\n") if line)
+    assert float(metrics["test_acc"]) == pytest.approx(float(cli_rows[0]["acc"]), abs=1e-12)
+    assert float(metrics["test_auc"]) == pytest.approx(float(cli_rows[0]["auc"]), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_evaluate_rotation_rgb_flag_override(bundle, tmp_path, data_root):
+    overrides = {**SMALL, "flag": "retinamnist", "dataset_dir": str(tmp_path / "data")}
+    net = _checkpoint(bundle, tmp_path / "rgb.pt", overrides, 1)
+    argv = ["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(tmp_path / "rgb.pt")]
+    argv += ["--flag", "retinamnist", "--data-root", str(data_root), "--out", str(tmp_path / "out")]
+    argv += ["--limit", "30", "--interpolation", "nearest", "--no-progress", "--set", *_set(SMALL)]
+    argv += [f"dataset_dir={tmp_path / 'data'}"]
+    assert main(argv) == 0
+    rows = _rows(tmp_path / "out" / "rotation_rgb.csv")
     images, labels = load_split("retinamnist", "test", 28, data_root)
     acc, _ = _expected(net, images[:30], labels[:30], "ordinal-regression")
     assert float(rows[0]["acc"]) == pytest.approx(acc)
@@ -109,15 +139,25 @@ def test_evaluate_rotation_rgb_flag_override(tmp_path, data_root):
 
 
 def test_evaluate_rotation_bad_input(bundle, tmp_path, data_root, capsys):
-    root, _ = bundle
-    common = ["--data-root", str(data_root), "--out", str(tmp_path / "out"), "--no-progress", "--limit", "4"]
+    overrides = {**SMALL, "dataset_dir": str(tmp_path / "data")}
+    _checkpoint(bundle, tmp_path / "small.pt", overrides, 0)
+    _checkpoint(bundle, tmp_path / "wide.pt", {**overrides, "widen_factor": 0.25}, 0)
+    other = torch.load(tmp_path / "small.pt", weights_only=True)
+    other["input_contract"]["image_size"] = 64
+    torch.save(other, tmp_path / "other_contract.pt")
+    common = ["--data-root", str(data_root), "--out", str(tmp_path / "out"), "--no-progress", "--limit", "4",
+              "--set", *_set(overrides)]  # fmt: skip
     missing = tmp_path / "nope.pt"
-    assert main(["evaluate-rotation", "--bundle", str(root), "--checkpoint", str(missing), *common]) == 2
+    assert main(["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(missing), *common]) == 2
     assert f"checkpoint {missing} not found" in capsys.readouterr().err
-    # base.pt holds the wider baseline: it does not fit network_def
-    assert main(["evaluate-rotation", "--bundle", str(root), "--checkpoint", str(tmp_path / "base.pt"), *common]) == 2
-    assert "does not fit 'network_def'" in capsys.readouterr().err
-    no_config = ["evaluate-rotation", "--bundle", str(tmp_path), "--checkpoint", str(tmp_path / "sre.pt")]
+    assert main(["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(tmp_path / "wide.pt"), *common]) == 2
+    assert "wide.pt does not fit the SREResNet" in capsys.readouterr().err
+    argv = ["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(tmp_path / "other_contract.pt")]
+    assert main([*argv, *common]) == 2
+    err = capsys.readouterr().err
+    assert "other_contract.pt was trained with input contract" in err
+    assert "image_size: 64 in the checkpoint, 28 here" in err
+    no_config = ["evaluate-rotation", "--bundle", str(tmp_path), "--checkpoint", str(tmp_path / "small.pt")]
     assert main([*no_config, *common]) == 2
     assert "train.json not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written when the input is refused

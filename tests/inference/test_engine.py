@@ -22,7 +22,7 @@ from tests.inference.clinical_data import CT_SERIES, CT_SERIES_GAP, NIBABEL_DATA
 SETTINGS_3D = {"spatial_dims": 3, "image_size": 28, "in_channels": 1}
 COLUMNS = [
     "path", "series_uid", "status", "error", "pred_index", "pred_label", "prob_benign", "prob_malignant", "modality",
-    "original_shape", "original_spacing", "original_orientation", "preprocessing",
+    "intensity_rule", "original_shape", "original_spacing", "original_orientation", "preprocessing",
 ]  # fmt: skip
 
 

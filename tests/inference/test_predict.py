@@ -47,16 +47,21 @@ def test_real_3d_series_and_nifti_give_predictions(bundle3d):
     assert (ct["original_shape"], ct["original_spacing"], ct["original_orientation"]) == (
         [16, 16, 5], [0.488281, 0.488281, 2.5], "LPS",
     )  # fmt: skip
-    assert ct["modality"] == "CT" and ct["preprocessing"]["applied"]["intensity_scaling"]["method"] == "hu_window"
+    # each row names the intensity rule of the input contract that was applied: CT by its HU window, the MR
+    # volume (16-bit, no modality in NIfTI) by the percentiles of its non-zero voxels
+    assert ct["modality"] == "CT" and ct["intensity_rule"] == "hu_window"
+    assert ct["preprocessing"]["applied"]["intensity_scaling"]["hu_window"] == [-1000.0, 1000.0]
     assert (mr["original_shape"], mr["original_spacing"], mr["original_orientation"]) == (
         [33, 41, 25],
         [2.0] * 3,
         "LAS",
     )
-    assert mr["series_uid"] is None and mr["preprocessing"]["applied"]["intensity_scaling"]["method"] == "percentiles"
+    assert mr["series_uid"] is None and mr["intensity_rule"] == "foreground_percentiles"
+    low, high = mr["preprocessing"]["applied"]["intensity_scaling"]["foreground_range"]
+    assert 0 < low < high
     sha = hashlib.sha256((bundle3d / "models" / "model.pt").read_bytes()).hexdigest()
-    assert {(r["bundle_name"], r["bundle_version"], r["checkpoint_sha256"]) for r in rows} == {
-        ("tiny_3d", "0.1.2", sha)
+    assert {(r["bundle_name"], r["bundle_version"], r["checkpoint"], r["checkpoint_sha256"]) for r in rows} == {
+        ("tiny_3d", "0.1.2", str(bundle3d / "models" / "model.pt"), sha)
     }
     assert all(r[k] >= 0 for r in rows for k in ("load_s", "preprocess_s", "model_s"))
 
@@ -165,7 +170,7 @@ def test_bundle_settings_checkpoint_formats_and_errors(bundle2d, tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"checkpoint .*nowhere.pt not found"):
         load_bundle(bundle, checkpoint=tmp_path / "nowhere.pt")
-    with pytest.raises(ValueError, match=r"model.pt does not fit the network of bundle"):
+    with pytest.raises(ValueError, match=r"model.pt does not fit the ResNet of this configuration"):
         load_bundle(bundle, checkpoint=bundle2d / "models" / "model.pt")
     with pytest.raises(FileNotFoundError, match=r"metadata.json not found"):
         load_bundle(tmp_path)

@@ -59,7 +59,10 @@ def test_ct_series_is_windowed_in_hounsfield_units(tmp_path):
     expected = np.clip((hu.astype(np.float32) + 1000) / 2000, 0, 1)
     assert out.shape == (1, 28, 28, 28) and out.dtype == torch.float32
     np.testing.assert_allclose(out[0].numpy(), expected, atol=1e-6)
-    assert out.meta["intensity_scaling"] == {"modality": "CT", "method": "hu_window", "hu_window": [-1000.0, 1000.0]}
+    assert out.meta["intensity_scaling"] == {
+        "rule": "hu_window", "method": "hu_window", "modality": "CT", "hu_window": [-1000.0, 1000.0],
+        "target_range": [0.0, 1.0],
+    }  # fmt: skip
 
 
 def test_nifti_is_scaled_by_percentiles_unless_a_modality_is_given(tmp_path):
@@ -92,18 +95,18 @@ def test_orientation_and_file_format_do_not_change_the_model_input(tmp_path):
 def test_region_of_interest_in_mm_and_in_voxels(tmp_path):
     volume = np.zeros((64, 64, 64), dtype=np.float32)
     volume[40:48, 10:18, 20:28] = 100.0
-    volume[0, 0, 0] = -100.0  # so that percentile scaling maps the background to a known value
+    volume[0, 0, 0] = -100.0  # marks the corner
     origin = np.array([-30.0, 5.0, 12.0])
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = origin
     path = _nifti(tmp_path / "cube.nii.gz", volume, affine)
-    settings = {"modality": "MR", "percentiles": (0, 100), "size_mode": "crop", "image_size": 28}
-    # The region holds the cube and a one-voxel rim of background; percentiles are taken inside the region.
+    settings = {"modality": "CT", "hu_window": (0, 100), "size_mode": "crop", "image_size": 28}
+    # The region holds the cube and a one-voxel rim of background.
     out = _run(path, roi_center=origin + [44, 14, 24], roi_size=(10, 10, 10), **settings)[0]
     assert out.shape == (28, 28, 28)
     assert torch.all(out[10:18, 10:18, 10:18] == 1.0) and float(out.sum()) == 8**3
     # A region over the image corner keeps its centre: outside the image is the image's lowest value, not shifted in.
-    corner = _run(path, roi_center=origin, roi_size=(8, 8, 8), **settings)[0]
+    corner = _run(path, roi_center=origin, roi_size=(8, 8, 8), **{**settings, "hu_window": (-100, 0)})[0]
     assert float(corner[14:18, 14:18, 14:18].sum()) == 63 and float(corner.sum()) == 63 and corner[14, 14, 14] == 0
     # Voxel units refer to the image as loaded: a 2 mm file whose cube is at voxels 20:24, 5:9, 10:14.
     coarse = _nifti(tmp_path / "coarse.nii.gz", volume[::2, ::2, ::2].copy(), np.diag([2.0, 2.0, 2.0, 1.0]))
@@ -134,10 +137,12 @@ def test_2d_inputs_get_the_models_channels(tmp_path):
     torch.testing.assert_close(out[0], out[2])
     rgb = np.zeros((28, 28, 3), dtype=np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
-    rgb[0, 0] = 0  # percentile scaling needs some contrast
     write_dicom_image(rgb, tmp_path / "rgb.dcm")
-    grey = _run(str(tmp_path / "rgb.dcm"), spatial_dims=2, in_channels=1, percentiles=(0, 100), spacing=None)
-    assert grey.shape == (1, 28, 28) and float(grey[0, 5, 5]) == pytest.approx(1.0)
+    grey = _run(str(tmp_path / "rgb.dcm"), spatial_dims=2, in_channels=1, spacing=None)
+    # an 8-bit image: BT.601 luma, then the training mapping 0-255 -> 0-1
+    luma = 200 * 0.299 + 100 * 0.587 + 50 * 0.114
+    assert grey.shape == (1, 28, 28) and float(grey[0, 5, 5]) == pytest.approx(luma / 255)
+    assert grey.meta["intensity_scaling"]["rule"] == "8bit_range"
 
 
 @pytest.mark.parametrize(

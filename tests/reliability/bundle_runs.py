@@ -155,8 +155,9 @@ def run_training(bundle: Path, *overrides: str, **faults: Any) -> Finished:
 
 
 def load_checkpoints(bundle: Path) -> dict[str, Any]:
-    """Every ``*.pt`` file a run left in ``models/``, read as users read them: ``torch.load(weights_only=True)``."""
-    files = sorted((bundle / "models").glob("*.pt"))
+    """Every ``*.pt`` file a run left in its run folder ``runs/default/``, read as users read them:
+    ``torch.load(weights_only=True)``."""
+    files = sorted((bundle / "runs" / "default").glob("*.pt"))
     return {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in files}
 
 

@@ -26,7 +26,7 @@ class Runs2D:
         runs: ``reference`` and ``repeat`` (uninterrupted), ``killed_mid_epoch`` (SIGKILL at iteration 5) and
             ``killed_in_save`` (SIGKILL half-way through writing epoch 2's resumable checkpoint), then
             ``resumed_mid_epoch`` and ``resumed_after_save`` (``--resume true`` in the killed runs' folders).
-        after_kill: the ``models/`` checkpoints each killed run left, read before the resumed runs started.
+        after_kill: the ``runs/default/`` checkpoints each killed run left, read before the resumed runs started.
     """
 
     runs: dict[str, Finished]
@@ -58,6 +58,6 @@ def runs_2d(tmp_path_factory: pytest.TempPathFactory) -> Runs2D:
 
 
 def _readable(bundle: Path) -> dict[str, Any]:
-    """What a killed run left in ``models/``: every file, and the ``*.pt`` ones loaded (weights_only)."""
-    files = sorted(p.name for p in (bundle / "models").iterdir())
+    """What a killed run left in ``runs/default/``: every file, and the ``*.pt`` ones loaded (weights_only)."""
+    files = sorted(p.name for p in (bundle / "runs" / "default").iterdir())
     return {"files": files, "checkpoints": load_checkpoints(bundle)}

@@ -73,9 +73,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Inputs:
     net_def = {"_target_": "monai.networks.nets.ResNet", "block": "basic", "layers": [1, 1, 1, 1],
                "block_inplanes": [4, 4, 8, 8], "spatial_dims": 2, "n_input_channels": 1, "num_classes": 2,
                "conv1_t_size": 3, "no_max_pool": True}  # fmt: skip
-    config = {"flag": "breastmnist", "image_size": 28, "network_def": net_def}
+    # the 2D bundle's training config (datalist, validation transforms) with a small network of fixed channels
+    config = json.loads((REPO / "bundles" / "sre_medmnist_2d" / "configs" / "train.json").read_text())
+    config.update({"network_def": net_def, "dataset_dir": str(root / "eval_data")})
     (eval_bundle / "configs" / "train.json").write_text(json.dumps(config))
-    torch.save(ConfigParser(config).get_parsed_content("network_def").state_dict(), root / "eval.pt")
+    torch.save(ConfigParser({"net": net_def}).get_parsed_content("net").state_dict(), root / "eval.pt")
     return Inputs(
         root=root,
         bad=make_bad_inputs(root / "files"),
@@ -232,7 +234,7 @@ CLI_CASES = [
             lambda i, o: ["limit must be a positive integer", "got 0"]),
     CliCase("predict checkpoint of another architecture",
             lambda i, o: _predict(i, o, "--checkpoint", str(i.other_arch_ckpt)),
-            lambda i, o: [str(i.other_arch_ckpt), "does not fit the network of bundle", "size mismatch for fc.weight"]),
+            lambda i, o: [str(i.other_arch_ckpt), "does not fit the ResNet of this configuration", "fc.weight"]),
     CliCase("predict truncated checkpoint", lambda i, o: _predict(i, o, "--checkpoint", str(i.truncated_ckpt)),
             lambda i, o: [str(i.truncated_ckpt), "not a readable PyTorch checkpoint"]),
     CliCase("predict text file as checkpoint", lambda i, o: _predict(i, o, "--checkpoint", str(i.text_ckpt)),
@@ -248,7 +250,7 @@ CLI_CASES = [
             lambda i, o: [str(i.bundle3d), "spacing must be positive"]),
     CliCase("evaluate-rotation checkpoint of another architecture",
             lambda i, o: _eval(i, o, checkpoint=i.other_arch_ckpt),
-            lambda i, o: [str(i.other_arch_ckpt), "does not fit 'network_def'"]),
+            lambda i, o: [str(i.other_arch_ckpt), "does not fit the ResNet of this configuration"]),
     CliCase("evaluate-rotation truncated checkpoint", lambda i, o: _eval(i, o, checkpoint=i.truncated_ckpt),
             lambda i, o: [str(i.truncated_ckpt), "not a readable PyTorch checkpoint"]),
     CliCase("evaluate-rotation unwritable output", lambda i, o: _eval(i, i.blocker / "report"),
@@ -256,7 +258,7 @@ CLI_CASES = [
     CliCase("evaluate-rotation wrong channels", lambda i, o: _eval(i, o, "--flag", "retinamnist"),
             lambda i, o: ["model 'eval'", "images of shape (4, 3, 28, 28) (3 channel(s), 2D)", "expected input"]),
     CliCase("evaluate-rotation wrong dimensionality", lambda i, o: _eval(i, o, "--flag", "adrenalmnist3d"),
-            lambda i, o: ["model 'eval'", "images of shape (4, 1, 28, 28, 28) (1 channel(s), 3D)"]),
+            lambda i, o: ["adrenalmnist3d is a 3D dataset but this bundle is 2D"]),
     CliCase("evaluate-rotation 3D flag for the 2D bundle",
             lambda i, o: _eval(i, o, "--flag", "adrenalmnist3d", "--set", "widen_factor=0.0625",
                                bundle=REPO / "bundles" / "sre_medmnist_2d"),
@@ -362,7 +364,7 @@ API_CASES = [
      FileNotFoundError, lambda i, t: [str(t / "none.pt"), "not found"]),
     ("bundle with a checkpoint of another architecture",
      lambda i, t: load_bundle(i.bundle3d, checkpoint=i.other_arch_ckpt),
-     ValueError, lambda i, t: [str(i.other_arch_ckpt), "does not fit the network of bundle"]),
+     ValueError, lambda i, t: [str(i.other_arch_ckpt), "does not fit the ResNet of this configuration"]),
     ("predictions to an unwritable path", lambda i, t: write_predictions([{"path": "a"}], i.blocker / "p.csv"),
      OSError, lambda i, t: [str(i.blocker / "p.csv"), "cannot create a file"]),
     ("rotation evaluation labels out of range", _rotation(torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 5, 0, 1, 0])),
@@ -406,13 +408,13 @@ class BundleCase:
 
 
 def _wider_checkpoint(bundle: Path, data: Path) -> None:
-    """A resumable checkpoint in ``bundle/models`` of the network at widen_factor 0.125 (the runs use 0.0625)."""
+    """A resumable checkpoint in the run folder of the network at widen_factor 0.125 (the runs use 0.0625)."""
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "train.json"))
     parser.update({"widen_factor": 0.125, "bundle_root": str(bundle)})
     net = parser.get_parsed_content("network_def")
-    (bundle / "models").mkdir(exist_ok=True)
-    torch.save({"model": net.state_dict()}, bundle / "models" / "checkpoint_last.pt")
+    (bundle / "runs" / "default").mkdir(parents=True, exist_ok=True)
+    torch.save({"model": net.state_dict()}, bundle / "runs" / "default" / "checkpoint_last.pt")
 
 
 def _edited_datalist(data: Path, name: str, **edit: Any) -> Path:
@@ -457,7 +459,8 @@ def _run_bundle_cases(tmp: Path, data_root: Path, cases: list[BundleCase]) -> di
         bundle = copy_bundle(tmp, "sre_medmnist_2d", f"case{n}")
         if case.setup:
             case.setup(bundle, data)
-        before = {p.name: p.read_bytes() for p in (bundle / "models").glob("*")} if (bundle / "models").is_dir() else {}
+        run = bundle / "runs" / "default"
+        before = {p.name: p.read_bytes() for p in run.glob("*")} if run.is_dir() else {}
         jobs[case.name] = Job(bundle, ["--epochs", "1", *TINY["sre_medmnist_2d"], *case.overrides(bundle, data)])
         dirs[case.name] = (bundle, before)
     finished = run_jobs(jobs, parallel=3)
@@ -479,7 +482,7 @@ def _check_bundle_failure(result, case: BundleCase) -> None:
     assert run.returncode not in (0, -9), run.output[-3000:]
     _one_clear_line(run.last_error(), *case.phrases(bundle, data))
     assert run.epochs_trained() == []  # it failed before any training
-    models = bundle / "models"
+    models = bundle / "runs" / "default"
     after = {p.name: p.read_bytes() for p in models.glob("*")} if models.is_dir() else {}
     assert after == before  # no checkpoint written or changed
 

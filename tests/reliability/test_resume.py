@@ -4,7 +4,7 @@
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Training that is killed (SIGKILL, a real separate process) and resumed ends exactly where an uninterrupted run does.
 
-Resume is exact on CPU: the bundles checkpoint at every epoch's end (``models/checkpoint_last.pt``: network,
+Resume is exact on CPU: the bundles checkpoint at every epoch's end (``runs/default/checkpoint_last.pt``: network,
 optimizer, scheduler, trainer, validator with its best metric, best-model saver), the shuffle order is a function of
 ``seed + epoch`` (``DistributedSampler.set_epoch``), and every epoch re-seeds the global and transform random states
 the same way. A kill in the middle of an epoch loses that epoch's iterations, which the resumed run repeats. All
@@ -28,7 +28,7 @@ from tests.reliability.bundle_runs import (
 )
 from tests.reliability.conftest import EPOCHS
 
-CHECKPOINT_KEYS = ["model", "optimizer", "lr_scheduler", "trainer", "validator", "best_model_saver"]
+CHECKPOINT_KEYS = ["model", "optimizer", "lr_scheduler", "trainer", "validator", "best_model_saver", "input_contract"]
 
 
 def test_checkpoints_hold_the_whole_training_state_and_load_with_weights_only(runs_2d):
@@ -45,7 +45,10 @@ def test_checkpoints_hold_the_whole_training_state_and_load_with_weights_only(ru
     # the best-model saver remembers the score that model.pt was saved with
     assert last["best_model_saver"]["_saved"] == [(validator["best_metric"], "model.pt")]
     assert_identical(last, ckpts["model_final.pt"], "model_final.pt")
-    assert set(ckpts["model.pt"]) == set(last["model"])  # a flat state dict of the network
+    # the best model: the network's state dict and the input contract it was trained with
+    best = ckpts["model.pt"]
+    assert set(best) == {"model", "input_contract"} and set(best["model"]) == set(last["model"])
+    assert best["input_contract"] == last["input_contract"] and last["input_contract"]["image_size"] == 28
 
 
 def test_kill_in_the_middle_of_an_epoch_then_resume_gives_the_uninterrupted_result(runs_2d):
@@ -76,7 +79,7 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_and_resume
     leftovers = [f for f in left["files"] if not f.endswith(".pt")]
     assert len(leftovers) == 1 and leftovers[0].startswith("tmp")
     with pytest.raises(RuntimeError):  # the partial file is not a checkpoint
-        torch.load(killed.bundle / "models" / leftovers[0], weights_only=True)
+        torch.load(killed.bundle / "runs" / "default" / leftovers[0], weights_only=True)
 
     assert resumed.returncode == 0, resumed.output[-3000:]
     assert resumed.epochs_trained() == [2, 3]
@@ -91,7 +94,7 @@ def test_kill_during_the_first_best_model_save_leaves_nothing_to_trust(tmp_path)
     bundle = copy_bundle(tmp_path, "sre_medmnist_2d")
     killed = run_training(bundle, "--epochs", "2", *TINY["sre_medmnist_2d"], kill_in_save=1, kill_save_kind="best")
     assert killed.returncode == -9, killed.output[-3000:]
-    files = sorted(p.name for p in (bundle / "models").iterdir())
+    files = sorted(p.name for p in (bundle / "runs" / "default").iterdir())
     assert not [f for f in files if f.endswith(".pt")] and len(files) == 1, files  # only the temporary file
     again = run_training(bundle, "--epochs", "2", *TINY["sre_medmnist_2d"], "--resume", "true")
     assert again.returncode != 0 and "checkpoint_last.pt not found" in again.last_error()
