@@ -142,6 +142,8 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
         if not found:
             raise ValueError(f"the config {args.config} of {args.bundle[0]} defines no '{needed}'; expected a bundle "
                              "training config (the datalist and validation transforms come from it)")  # fmt: skip
+    if "initialize" in first:  # the bundle's own checks of its settings and its export of the split (datalist)
+        first.get_parsed_content("initialize")
     flag, size = first.get_parsed_content("flag"), first.get_parsed_content("image_size")
     models = {}
     for i, (name, checkpoint) in enumerate(zip(names, args.checkpoint, strict=True)):

@@ -88,7 +88,7 @@ def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
         "rotation_a.csv", "rotation_b.csv", "rotation_robustness.png", "rotation_summary.json"
     ]  # fmt: skip
     # the datalist the bundle exported, read by the bundle's validation transforms
-    datalist = json.loads((tmp_path / "data" / "datalist.json").read_text())
+    datalist = json.loads((tmp_path / "data" / "breastmnist_28_nifti" / "datalist.json").read_text())
     assert len(datalist["test"]) == 24 and datalist["format"] == "nifti"
     images, labels = load_split("breastmnist", "test", 28, data_root)
     for name, net in nets.items():
@@ -108,6 +108,7 @@ def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
     _checkpoint(bundle, tmp_path / "run" / "model.pt", overrides, 3)
     evaluating = _parser(bundle, {**overrides, "ckpt_dir": str(tmp_path / "run"), "output_dir": str(tmp_path / "eval"),
                                   "device": "$torch.device('cpu')"}, ("train.json", "evaluate.json"))  # fmt: skip
+    evaluating.get_parsed_content("initialize")  # the bundle's export, then its evaluation
     evaluating.get_parsed_content("evaluating")
     argv = ["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(tmp_path / "run" / "model.pt")]
     argv += ["--name", "sre", "--out", str(tmp_path / "cli"), "--no-progress", "--set", *_set(overrides)]

@@ -258,11 +258,11 @@ CLI_CASES = [
     CliCase("evaluate-rotation wrong channels", lambda i, o: _eval(i, o, "--flag", "retinamnist"),
             lambda i, o: ["model 'eval'", "images of shape (4, 3, 28, 28) (3 channel(s), 2D)", "expected input"]),
     CliCase("evaluate-rotation wrong dimensionality", lambda i, o: _eval(i, o, "--flag", "adrenalmnist3d"),
-            lambda i, o: ["adrenalmnist3d is a 3D dataset but this bundle is 2D"]),
+            lambda i, o: ["adrenalmnist3d is a 3D dataset and this bundle is 2D"]),
     CliCase("evaluate-rotation 3D flag for the 2D bundle",
             lambda i, o: _eval(i, o, "--flag", "adrenalmnist3d", "--set", "widen_factor=0.0625",
                                bundle=REPO / "bundles" / "sre_medmnist_2d"),
-            lambda i, o: ["adrenalmnist3d is a 3D dataset but this bundle is 2D"]),
+            lambda i, o: ["adrenalmnist3d is a 3D dataset and this bundle is 2D"]),
     CliCase("evaluate-rotation limit 0", lambda i, o: _eval(i, o, "--limit", "0"),
             lambda i, o: ["--limit must be a positive number", "got 0"]),
 ]  # fmt: skip

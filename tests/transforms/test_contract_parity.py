@@ -93,6 +93,8 @@ def _evaluation(bundle: Path, dataset_dir: Path, image_format: str, limit: int |
         bundle, ("train.json", "evaluate.json"), image_format=image_format, max_samples=limit,
         dataset_dir=str(dataset_dir), data_root=str(data_root), output_dir=str(bundle / "eval"),
     )  # fmt: skip
+    parser.get_parsed_content("initialize")  # settings checked, the split exported with its datalist
+    export_dir = Path(parser.get_parsed_content("export_dir"))
     evaluator = parser.get_parsed_content("validate#evaluator")
     probs: list[torch.Tensor] = []
     multi = parser.get_parsed_content("info").multi_label
@@ -104,8 +106,8 @@ def _evaluation(bundle: Path, dataset_dir: Path, image_format: str, limit: int |
 
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
     evaluator.run()
-    datalist = json.loads((dataset_dir / "datalist.json").read_text())
-    paths = [str(dataset_dir / item["image"]) for item in datalist["test"]]
+    datalist = json.loads((export_dir / "datalist.json").read_text())
+    paths = [str(export_dir / item["image"]) for item in datalist["test"]]
     labels = np.asarray([item["label"] for item in datalist["test"]])
     return torch.stack(probs), dict(evaluator.state.metrics), paths, labels, parser.get_parsed_content("task")
 
@@ -201,7 +203,7 @@ def test_predict_accuracy_at_30_and_45_degrees_matches_the_rotation_evaluation(t
     bundle = BUNDLES / BUNDLE_OF[flag]
     spatial_dims = 3 if flag.endswith("3d") else 2
     dataset_dir, upright = _upright(tmp_path, data_root, flag, n)
-    parser = _parser(bundle, ("train.json", "evaluate.json"), dataset_dir=str(dataset_dir), max_samples=n,
+    parser = _parser(bundle, ("train.json", "evaluate.json"), export_dir=str(dataset_dir), max_samples=n,
                      data_root=str(data_root))  # fmt: skip
     parser["validate#data_list_key"] = "test"
     network = parser.get_parsed_content("network")
