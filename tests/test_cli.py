@@ -13,12 +13,13 @@ from monai_sre import cli
 
 def test_each_command_of_the_table_parses_to_its_run_function(capsys):
     names = [c.name for c in cli._COMMANDS]
-    assert len(set(names)) == len(names) and {"evaluate-rotation", "prepare-data", "predict"} <= set(names)
+    assert len(set(names)) == len(names) and {"evaluate-rotation", "prepare-data", "predict", "promote"} <= set(names)
     parser = cli.build_parser()
     argv = {
         "evaluate-rotation": ["--bundle", "b", "--checkpoint", "c.pt", "--out", "o"],
         "prepare-data": ["--flag", "breastmnist", "--out", "o"],
         "predict": ["scan.nii.gz", "--bundle", "b"],
+        "promote": ["--bundle", "b", "--run", "r"],
     }
     for command in cli._COMMANDS:
         args = parser.parse_args([command.name, *argv.get(command.name, [])])
