@@ -24,6 +24,8 @@ from typing import Any
 
 from monai_sre.data import FORMATS, MedMNISTInfo, available_flags, available_sizes, dataset_info
 from monai_sre.networks.classifier import ARCHS, MODEL_TYPES
+from monai_sre.optim import LR_SCHEDULES, OPTIMIZERS
+from monai_sre.transforms.augmentation import AUGMENTATIONS
 
 __all__ = ["BundleSettingError", "CHECKS", "check_bundle_settings"]
 
@@ -75,6 +77,10 @@ def _one_of(choices: tuple) -> Callable[[Any], str | None]:
     return check
 
 
+def _momentum(value: Any) -> str | None:
+    return None if _is_number(value) and 0 <= value < 1 else "a number from 0 to below 1, e.g. 0.9"
+
+
 def _kernel_size(value: Any) -> str | None:
     sizes = [value] if _is_int(value) else value if isinstance(value, (list, tuple)) and len(value) == 4 else None
     ok = sizes is not None and all(_is_int(k) and k >= 1 and k % 2 == 1 for k in sizes)
@@ -105,6 +111,10 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "val_interval": _positive_int,
     "learning_rate": _positive_number,
     "weight_decay": _non_negative_number,
+    "optimizer": _one_of(OPTIMIZERS),
+    "momentum": _momentum,
+    "lr_schedule": _one_of(LR_SCHEDULES),
+    "augmentation": _one_of(AUGMENTATIONS),
     "num_workers": _non_negative_int,
     "cache_rate": _fraction,
     "seed": _integer,

@@ -3,10 +3,12 @@
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Transforms shared by training, evaluation and inference: the input contract of a model and the MONAI transforms
-built from it (:mod:`.contract`), and the symmetry groups of the grid (:mod:`.symmetry`)."""
+built from it (:mod:`.contract`), the symmetry groups of the grid (:mod:`.symmetry`) and the bundles' training-time
+augmentation (:mod:`.augmentation`)."""
 
 from __future__ import annotations
 
+from monai_sre.transforms.augmentation import AUGMENTATIONS, training_augmentation
 from monai_sre.transforms.contract import (
     INTENSITY_RULES,
     ContractIntensityd,
@@ -29,6 +31,7 @@ from monai_sre.transforms.symmetry import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
     "AXIS_PLANES",
     "INTENSITY_RULES",
     "ContractIntensityd",
@@ -44,5 +47,6 @@ __all__ = [
     "medmnist_contract",
     "rotation_matrix",
     "square_symmetries",
+    "training_augmentation",
     "training_transforms",
 ]

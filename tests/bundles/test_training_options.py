@@ -1,0 +1,171 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The bundles' training options: ``augmentation``, ``optimizer``, ``lr_schedule`` (plain overrides)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import Compose, RandAffined, RandFlipd, RandRotated, RandScaleCropd
+
+from monai_sre.optim import build_lr_scheduler, build_optimizer
+from monai_sre.transforms.augmentation import training_augmentation
+from tests.bundles.test_bundles import TINY, _bundle, _run
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+DIMS = {"sre_medmnist_2d": 2, "sre_medmnist_3d": 3}
+
+
+def _parser(name: str, *files: str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / name / "configs" / f) for f in (files or ("train.json",))])
+    parser.update({"max_samples": 4, "widen_factor": 0.0625, **overrides})
+    return parser
+
+
+def _bar_image(size: int = 28) -> torch.Tensor:
+    image = torch.zeros(1, size, size)
+    image[0, 12:16, 4:24] = 1.0  # a bar along spatial axis 1
+    return image
+
+
+def _orientation(image: torch.Tensor) -> float:
+    """Angle of the principal axis of the intensity in degrees, in [0, 180)."""
+    w = image[0].clamp(min=0).numpy()
+    ii, jj = np.mgrid[: w.shape[0], : w.shape[1]]
+    total = w.sum()
+    mi, mj = (w * ii).sum() / total, (w * jj).sum() / total
+    cii, cjj, cij = (w * (ii - mi) ** 2).sum(), (w * (jj - mj) ** 2).sum(), (w * (ii - mi) * (jj - mj)).sum()
+    return math.degrees(0.5 * math.atan2(2 * cij, cjj - cii)) % 180
+
+
+def _draws(name: str, n: int = 40) -> list[torch.Tensor]:
+    pipeline = Compose(training_augmentation(name, 2, 28)).set_random_state(0)
+    return [pipeline({"image": _bar_image()})["image"] for _ in range(n)]
+
+
+def test_none_is_empty_and_standard_2d_never_rotates():
+    assert training_augmentation("none", 2, 28) == [] and training_augmentation("none", 3, 28) == []
+    images = _draws("standard")
+    assert all(type(x) is torch.Tensor and x.shape == (1, 28, 28) and x.dtype == torch.float32 for x in images)
+    angles = [_orientation(x) for x in images]
+    assert max(min(a, 180 - a) for a in angles) < 1.0  # crops, shifts and intensity changes keep the bar level
+    assert len({round(float(x.sum()), 3) for x in images}) > 30  # and every draw differs
+
+
+def test_standard_2d_parameters():
+    crop, _, affine, bright, contrast, _ = training_augmentation("standard", 2, 64)
+    assert isinstance(crop, RandScaleCropd) and crop.cropper.roi_scale == pytest.approx(math.sqrt(0.5))
+    assert crop.cropper.max_roi_scale == 1.0 and crop.cropper.random_size and crop.cropper.random_center
+    # MONAI draws each axis uniformly in (-r, r) for a range r
+    assert isinstance(affine, RandAffined) and affine.rand_affine.rand_affine_grid.translate_range == (6.4, 6.4)
+    assert not any(affine.rand_affine.rand_affine_grid.rotate_range)
+    assert bright.prob == 0.5 and bright.scaler.factors == (-0.1, 0.1) and not hasattr(bright.scaler, "fixed_mean")
+    assert contrast.prob == 0.5 and contrast.scaler.factors == (-0.1, 0.1) and contrast.scaler.fixed_mean
+
+
+def test_standard_3d_parameters():
+    affine, blur, _ = training_augmentation("standard", 3, 28)
+    grid = affine.rand_affine.rand_affine_grid
+    assert grid.scale_range == (0.2, 0.2, 0.2) and grid.translate_range == (3, 3, 3)
+    assert not any(grid.rotate_range)
+    assert blur.prob == 0.5 and blur.rand_smooth.sigma_x == (0.0, 1.0)
+
+
+def test_rotation_covers_the_circle_and_flips():
+    angles = [_orientation(x) for x in _draws("rotation", 60)]
+    assert np.histogram(angles, bins=6, range=(0, 180))[0].min() >= 3  # every orientation, not a few
+    rot, *flips, _ = training_augmentation("rotation", 3, 28)
+    assert isinstance(rot, RandRotated) and rot.rand_rotate.range_x == (-math.pi, math.pi)
+    assert rot.rand_rotate.range_y == (-math.pi, math.pi) and rot.rand_rotate.range_z == (-math.pi, math.pi)
+    assert [f.flipper.spatial_axis for f in flips] == [0, 1, 2] and all(isinstance(f, RandFlipd) for f in flips)
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+@pytest.mark.parametrize("augmentation", ["none", "standard", "rotation"])
+def test_augmentation_is_in_training_only(name, augmentation):
+    parser = _parser(name, augmentation=augmentation)
+    train = parser.get_parsed_content("train#preprocessing").transforms
+    deterministic = parser.get_parsed_content("train#deterministic_transforms")
+    expected = [type(t) for t in training_augmentation(augmentation, DIMS[name], 28)]
+    assert [type(t) for t in train] == [type(t) for t in deterministic] + expected
+    validate = parser.get_parsed_content("validate#preprocessing").transforms
+    assert [type(t) for t in validate] == [type(t) for t in deterministic]
+    evaluation = _parser(name, "train.json", "evaluate.json", augmentation=augmentation)
+    for key in ("validate#preprocessing", "test#preprocessing"):
+        if key in evaluation:
+            assert not any(t.__class__.__name__.startswith("Rand")
+                           for t in evaluation.get_parsed_content(key).transforms)
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_optimizer_and_schedule_overrides(name):
+    default = _parser(name)
+    opt = default.get_parsed_content("train#optimizer")
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.defaults["lr"] == default.get_parsed_content("learning_rate")
+    sched = default.get_parsed_content("lr_scheduler")
+    assert isinstance(sched, torch.optim.lr_scheduler.MultiStepLR) and sched.optimizer is opt
+    parser = _parser(name, optimizer="sgd", lr_schedule="cosine", learning_rate=0.02, weight_decay=1e-3, epochs=100)
+    opt = parser.get_parsed_content("train#optimizer")
+    assert isinstance(opt, torch.optim.SGD)
+    assert (opt.defaults["lr"], opt.defaults["momentum"], opt.defaults["weight_decay"]) == (0.02, 0.9, 1e-3)
+    sched = parser.get_parsed_content("lr_scheduler")
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.optimizer is opt
+    assert (sched.T_max, sched.eta_min) == (100, 1e-6)
+    # the trainer and the checkpoint get it through the same id (resolving the trainer would write TensorBoard logs)
+    assert parser.get_parsed_content("train#optimizer") is opt
+
+
+def test_schedules():
+    lrs = {}
+    for name in ("step", "cosine"):
+        opt = build_optimizer("sgd", [torch.nn.Parameter(torch.zeros(1))], lr=0.02)
+        sched = build_lr_scheduler(name, opt, epochs=8)
+        lrs[name] = []
+        for _ in range(8):
+            lrs[name].append(opt.param_groups[0]["lr"])
+            opt.step(), sched.step()
+    assert lrs["step"] == pytest.approx([0.02] * 4 + [0.002] * 2 + [0.0002] * 2)
+    cosine = [1e-6 + (0.02 - 1e-6) * (1 + math.cos(math.pi * e / 8)) / 2 for e in range(8)]
+    assert lrs["cosine"] == pytest.approx(cosine)
+
+
+@pytest.mark.parametrize("override,value", [("augmentation", "rotate"), ("optimizer", "rmsprop"),
+                                            ("lr_schedule", "linear")])
+def test_bad_values_name_the_override(override, value):
+    parser = _parser("sre_medmnist_2d", **{override: value})
+    key = {"augmentation": "train#preprocessing", "optimizer": "train#optimizer", "lr_schedule": "lr_scheduler"}
+    with pytest.raises(Exception) as raised:
+        parser.get_parsed_content(key[override])
+    # MONAI wraps it ("Failed to instantiate component ..."); the cause, printed below it, names the override
+    error: BaseException | None = raised.value
+    while error is not None and not isinstance(error, ValueError):
+        error = error.__cause__
+    assert error is not None and f"--{override}" in str(error) and repr(value) in str(error)
+    with pytest.raises(ValueError, match="spatial_dims 2 or 3"):
+        training_augmentation("standard", 1, 28)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,augmentation", [("sre_medmnist_2d", "standard"), ("sre_medmnist_3d", "rotation")])
+def test_bundle_trains_with_the_paper_recipe(tmp_path, name, augmentation):
+    """A real ``monai.bundle run training`` with SGD, the cosine schedule and augmentation: their state is saved."""
+    bundle = _bundle(tmp_path, name)
+    assert TINY[name][:2] == ["--epochs", "1"]
+    _run(bundle, "run", "training", "--config_file", "configs/train.json", *TINY[name][2:8], "--epochs", "2",
+         "--optimizer", "sgd", "--lr_schedule", "cosine", "--learning_rate", "0.02", "--weight_decay", "0.001",
+         "--augmentation", augmentation)  # fmt: skip
+    final = torch.load(bundle / "models" / "model_final.pt", weights_only=True)
+    group = final["optimizer"]["param_groups"][0]
+    assert (group["momentum"], group["weight_decay"], group["initial_lr"]) == (0.9, 0.001, 0.02)
+    assert all("momentum_buffer" in s for s in final["optimizer"]["state"].values())  # SGD's state, not Adam's
+    assert (final["lr_scheduler"]["T_max"], final["lr_scheduler"]["eta_min"]) == (2, 1e-6)
+    assert final["lr_scheduler"]["last_epoch"] == 2 and group["lr"] == pytest.approx(1e-6)
