@@ -572,12 +572,11 @@ SHIPPED_WEIGHTS = (
 
 
 def _load_pretrained(model: SREResNet, path: str | os.PathLike) -> None:
-    # The project's checkpoint reader checks the file and names it in every error; repoint these lines to
-    # monai_sre.io.checkpoints.load_weights(model, path) when checkpoint loading moves there (issue 16).
-    from monai_sre.networks.classifier import check_checkpoint
+    # The project's one checkpoint reader: weights_only, flat or nested under "model", DDP "module." prefix
+    # stripped, shapes checked, and a bundle's shipped weights checked against their recorded SHA-256.
+    from monai_sre.io.checkpoints import load_weights
 
-    state = torch.load(check_checkpoint(path, model), map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
+    load_weights(model, path)
 
 
 def _sre_resnet(depth: int, pretrained: bool | str | os.PathLike, progress: bool, **kwargs: Any) -> SREResNet:

@@ -105,14 +105,17 @@ def test_builders_follow_the_parameter_table():
         assert all(isinstance(b, expected) for i in range(1, 5) for b in getattr(net, f"layer{i}"))
 
 
-@pytest.mark.parametrize("nested", [False, True])
-def test_pretrained_path_loads_a_local_checkpoint(tmp_path, nested):
+@pytest.mark.parametrize("layout", ["flat", "nested", "ddp"])
+def test_pretrained_path_loads_a_local_checkpoint(tmp_path, layout):
     kwargs, shape, _ = CASE_3
     kwargs = {**kwargs, "widen_factor": 0.25}
     torch.manual_seed(0)
     net = sre_resnet.sre_resnet10(**kwargs).eval()
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": net.state_dict()} if nested else net.state_dict(), path)
+    state = net.state_dict()
+    if layout == "ddp":  # saved from a DistributedDataParallel wrapper
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save({"model": state} if layout == "nested" else state, path)
     torch.manual_seed(1)
     loaded = sre_resnet.sre_resnet10(**{**kwargs, "pretrained": str(path)}).eval()
     fresh = sre_resnet.sre_resnet10(**kwargs).eval()
