@@ -27,7 +27,7 @@ from monai.data import Dataset
 
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.predict import error_reason, original_geometry
-from monai_sre.inference.results import write_predictions
+from monai_sre.inference.results import probability_value, write_predictions
 from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 from monai_sre.io.files import escape_undecodable
 
@@ -213,7 +213,7 @@ class PredictionWriter:
             row["pred_label"] = (
                 ";".join(n for n, p in zip(names, probs) if p >= 0.5) if self.multi_label else names[index]
             )
-            row.update({f"prob_{n}": round(float(p), 6) for n, p in zip(names, probs)})
+            row.update({f"prob_{n}": probability_value(p) for n, p in zip(names, probs)})
         for key in ("modality", "intensity_rule", "original_shape", "original_spacing", "original_orientation",
                     "preprocessing"):
             row[key] = description.get(key)

@@ -45,6 +45,7 @@ from monai.bundle import ConfigParser
 from monai.data.utils import affine_to_spacing
 
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
+from monai_sre.inference.results import probability_value
 from monai_sre.inference.rotation_check import symmetry_spread
 from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 from monai_sre.io.checkpoints import file_sha256, load_weights
@@ -359,7 +360,7 @@ def predict_with_model(
                     "status": "ok",
                     "pred_index": index,
                     "pred_label": label,
-                    **{f"prob_{n}": round(float(p), 6) for n, p in zip(names, probs)},
+                    **{f"prob_{n}": probability_value(p) for n, p in zip(names, probs)},
                     "modality": applied.get("intensity_scaling", {}).get("modality", item.modality),
                     "intensity_rule": applied.get("intensity_scaling", {}).get("rule"),
                     "preprocessing": {**preprocessing.to_dict(), "applied": applied},

@@ -16,9 +16,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from monai_sre.io.files import write_csv, write_json
 
-__all__ = ["write_predictions", "prediction_columns"]
+__all__ = ["write_predictions", "prediction_columns", "probability_value"]
+
+
+def probability_value(p: Any) -> float:
+    """A model probability as a row value: the shortest decimal that reads back as the same float32.
+
+    Rounding to a fixed number of decimals would merge nearby probabilities and change rank metrics (AUC) computed
+    from the rows; this keeps every float32 distinct and equal to the model's output.
+
+    Args:
+        p: a probability (tensor element, NumPy or Python number).
+
+    Returns:
+        the value as a Python float.
+    """
+    return float(str(np.float32(float(p))))
 
 
 def prediction_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
