@@ -262,8 +262,11 @@ def _prepare_out_dir(out_dir: Path) -> list[Path]:
         if out_dir.exists() and not out_dir.is_dir():
             raise NotADirectoryError(f"{out_dir} is not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
-            pass
+        fd, probe_file = tempfile.mkstemp(dir=out_dir, prefix=".write-test-")
+        os.close(fd)
+        # A concurrent export of the same folder (every DDP rank runs it) may already have swept this probe away as
+        # a stale temporary file (CI saw ENOENT from NamedTemporaryFile's own unlink here), so a missing file is fine.
+        Path(probe_file).unlink(missing_ok=True)
     except OSError as e:
         _remove_created(created)
         raise ExportError(f"cannot write to output folder {out_dir}: {e.strerror or e}") from e
