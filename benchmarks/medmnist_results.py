@@ -8,14 +8,22 @@ Every run is a copy of a bundle's configs in its own folder, trained with
 ``python -m monai.bundle run training --config_file configs/train.json --flag F --model_type M --seed S ...``
 and evaluated with ``python -m monai.bundle run evaluating --config_file "['configs/train.json','configs/evaluate.json']"``
 with the same overrides, so the numbers come from exactly what a user runs. Runs go in parallel (``--jobs``).
-The summary (``results.md``, ``results.json``) gives, per dataset and model, parameters, training time, test ACC/AUC
-on the original test set, mean and worst-angle ACC/AUC over the rotated test sets and the flips, as mean ± std over
-seeds, beside the MedMNIST v2 ResNet-18 numbers; ``robustness_<flag>.png`` plots ACC and AUC against angle for both
-models (mean over seeds).
+The models are the entries of :data:`MODELS` (a bundle ``model_type`` plus that model's own overrides: the
+rotation-augmented ResNet is ``resnet`` with ``--augmentation rotation``); ``--models`` picks some and may define
+more on the command line (``NAME=BASE --key value ...``). ``--set`` overrides the recipe of every model; a model's
+own overrides win for the keys they name.
+
+The summary (``results.md``, ``results.json``) gives, per dataset (and image size) and model, parameters, training
+seconds per epoch, test ACC/AUC on the original test set, mean and worst-angle ACC/AUC over the rotated test sets, the
+flips, and the mean and worst ACC of the rotation report's ``disk`` (inscribed disk/ball) and ``control`` (turned by
+the angle and back) variants, each as mean ± std over seeds, beside the MedMNIST v2 ResNet-18 numbers (28 px);
+``robustness_<dataset>.png`` plots ACC and AUC against angle for every model (mean over seeds).
 
 Example (the default 2D recipe on BreastMNIST, 3 seeds; the recorded commands are in ``benchmarks/README.md``)::
 
     python benchmarks/medmnist_results.py --out results --datasets breastmnist --seeds 0 1 2
+    python benchmarks/medmnist_results.py --out results --datasets breastmnist --image-size 64 \
+        --models sre resnet resnet_rotation "sre_sgd=sre --optimizer sgd --learning_rate 0.02" --set --epochs 20
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -30,6 +40,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
+
+from monai_sre.evaluation import write_json
+from monai_sre.io import files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,13 +55,118 @@ MEDMNIST_V2_RESNET18 = {
 }
 
 
+class Model(NamedTuple):
+    """One model of the comparison: the bundle's ``model_type``, its own overrides, the table label."""
+
+    model_type: str
+    overrides: tuple[str, ...]
+    label: str
+
+
+#: Models of the comparison; adding a recipe variant is one entry (its overrides win over ``--set``).
+MODELS: dict[str, Model] = {
+    "sre": Model("sre", (), "SRE-ResNet-18"),
+    "resnet": Model("resnet", (), "ResNet-18 (MONAI)"),
+    "resnet_rotation": Model("resnet", ("--augmentation", "rotation"), "ResNet-18 (MONAI), rotation aug."),
+    "sre_standard": Model("sre", ("--augmentation", "standard"), "SRE-ResNet-18, standard aug."),
+}
+DEFAULT_MODELS = ("sre", "resnet", "resnet_rotation")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_overrides(tokens: list[str] | tuple[str, ...], what: str = "overrides") -> dict[str, str]:
+    """Bundle overrides ``--key value`` / ``--key=value`` as an ordered ``{key: value}`` (a later key wins).
+
+    Raises:
+        ValueError: for a token that is not ``--key`` where a key is expected, or a key without a value.
+    """
+    out: dict[str, str] = {}
+    tokens = list(tokens)
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or len(tok) < 3:
+            raise ValueError(f"{what}: expected '--key value' pairs, got {tok!r} where a '--key' should be: {tokens}")
+        if "=" in tok:
+            key, value = tok[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(tokens):
+            key, value = tok[2:], tokens[i + 1]
+            i += 2
+        else:
+            raise ValueError(f"{what}: {tok!r} has no value: {tokens}")
+        out[key] = value
+    return out
+
+
+def merge_overrides(*groups: list[str] | tuple[str, ...]) -> list[str]:
+    """Merge override lists into one ``--key value`` list; a later group wins for the keys it names."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        merged.update(parse_overrides(group))
+    return [t for k, v in merged.items() for t in (f"--{k}", v)]
+
+
+def resolve_models(specs: list[str]) -> dict[str, Model]:
+    """The models named by ``--models``: keys of :data:`MODELS`, or ``NAME=BASE --key value ...`` (``BASE`` a key of
+    :data:`MODELS`; the new model is ``BASE`` with these overrides added after its own).
+
+    Raises:
+        ValueError: for an unknown model or base, a name unfit for a folder name, a repeated name or bad overrides.
+    """
+    models: dict[str, Model] = {}
+    for spec in specs:
+        if "=" in spec.split(" ", 1)[0]:
+            name, rest = spec.split("=", 1)
+            base, *extra = shlex.split(rest) or [""]
+            if base not in MODELS:
+                raise ValueError(f"--models {spec!r}: base {base!r} must be one of {list(MODELS)}")
+            parse_overrides(extra, f"--models {spec!r}")
+            label = f"{name} ({base} {' '.join(extra)})"
+            model = Model(MODELS[base].model_type, (*MODELS[base].overrides, *extra), label)
+        elif spec in MODELS:
+            name, model = spec, MODELS[spec]
+        else:
+            raise ValueError(f"--models: unknown model {spec!r}; known: {list(MODELS)}, or define NAME=BASE --key v")
+        if not _NAME.match(name):
+            raise ValueError(f"--models: name {name!r} names a folder: use letters, digits, '_', '.', '-'")
+        if name in models:
+            raise ValueError(f"--models: {name!r} given twice")
+        models[name] = model
+    return models
+
+
+def dataset_key(flag: str, image_size: int) -> str:
+    """The results' name of a dataset at a size: ``breastmnist`` (28), ``breastmnist_64``."""
+    return flag if int(image_size) == 28 else f"{flag}_{image_size}"
+
+
+_EPOCH_LINE = re.compile(r"(SupervisedTrainer|SupervisedEvaluator) - INFO - Epoch\[\d+\] Complete\. Time taken: "
+                         r"(\d+):(\d+):([\d.]+)")
+
+
+def epoch_seconds(log: str) -> list[float]:
+    """Training seconds of every epoch from a bundle's training log: ignite's trainer epoch time (which includes the
+    validation run at the end of the epoch) minus the evaluator's time logged since the previous trainer epoch."""
+    epochs, validation = [], 0.0
+    for engine, h, m, sec in _EPOCH_LINE.findall(log):
+        seconds = int(h) * 3600 + int(m) * 60 + float(sec)
+        if engine == "SupervisedEvaluator":
+            validation += seconds
+        else:
+            epochs.append(round(max(seconds - validation, 0.0), 3))
+            validation = 0.0
+    return epochs
+
+
 def _bundle_for(flag: str) -> Path:
     return REPO / "bundles" / ("sre_medmnist_3d" if flag.endswith("3d") else "sre_medmnist_2d")
 
 
-def _run_one(out: Path, flag: str, model: str, seed: int, overrides: list[str], timeout: float) -> dict:
-    """Train and evaluate one (dataset, model, seed) in its own bundle copy; returns its record."""
-    run_dir = out / "runs" / flag / f"{model}_seed{seed}"
+def _run_one(out: Path, flag: str, image_size: int, name: str, model: Model, seed: int, overrides: list[str],
+             timeout: float) -> dict:
+    """Train and evaluate one (dataset, size, model, seed) in its own bundle copy; returns its record."""
+    run_dir = out / "runs" / dataset_key(flag, image_size) / f"{name}_seed{seed}"
     record_file = run_dir / "record.json"
     if record_file.is_file():  # finished earlier: resumable
         return json.loads(record_file.read_text())
@@ -55,10 +174,15 @@ def _run_one(out: Path, flag: str, model: str, seed: int, overrides: list[str], 
         shutil.rmtree(run_dir)
     shutil.copytree(_bundle_for(flag) / "configs", run_dir / "configs")
     shutil.copy(_bundle_for(flag) / "LICENSE", run_dir / "LICENSE")
-    common = ["--flag", flag, "--model_type", model, "--seed", str(seed),
-              "--dataset_dir", str(out / "data"), *overrides]  # exports to data/<flag>_28_nifti
+    common = merge_overrides(
+        ["--flag", flag, "--image_size", str(image_size), "--model_type", model.model_type, "--seed", str(seed),
+         "--dataset_dir", str(out / "data")],  # exports to data/<flag>_<size>_nifti
+        overrides,
+        model.overrides,
+    )
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "2"}
-    record = {"flag": flag, "model": model, "seed": seed, "overrides": common}
+    record = {"flag": flag, "image_size": image_size, "model": name, "model_type": model.model_type,
+              "label": model.label, "seed": seed, "overrides": common}
     start = time.perf_counter()
     for step, args in (
         ("training", ["--config_file", "configs/train.json"]),
@@ -74,25 +198,37 @@ def _run_one(out: Path, flag: str, model: str, seed: int, overrides: list[str], 
             return record
     metrics = dict(line.split(",") for line in (run_dir / "eval" / "metrics.csv").read_text().splitlines() if line)
     record.update({k: float(v) for k, v in metrics.items()})
-    summary = json.loads((run_dir / "eval" / "rotation" / "rotation_summary.json").read_text())["models"][model]
-    record["rotation"] = summary
-    with open(run_dir / "eval" / "rotation" / f"rotation_{model}.csv") as f:
+    record["train_epoch_seconds"] = epoch_seconds((run_dir / "training.log").read_text())
+    rotation_dir = run_dir / "eval" / "rotation"
+    record["rotation"] = json.loads((rotation_dir / "rotation_summary.json").read_text())["models"][model.model_type]
+    with open(rotation_dir / f"rotation_{model.model_type}.csv") as f:
         record["rows"] = [line.rstrip("\n").split(",") for line in f]
     record["total_seconds"] = round(time.perf_counter() - start, 1)
-    record_file.write_text(json.dumps(record, indent=1))
+    write_json(record, record_file)
     return record
 
 
-def _params(flag: str, model: str, overrides: list[str]) -> int:
+def _recipe(record: dict) -> dict:
+    """The bundle's ``train.json`` of a run with the run's overrides applied (values parsed as JSON where they are)."""
+    cfg = json.loads((_bundle_for(record["flag"]) / "configs" / "train.json").read_text())
+    for key, value in parse_overrides(record["overrides"]).items():
+        try:
+            cfg[key] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key] = value
+    return cfg
+
+
+def _params(record: dict) -> int:
+    """Parameters of the network a run trained (its model type, size and overrides)."""
     from monai_sre.data import dataset_info
     from monai_sre.networks import medmnist_classifier
 
-    info = dataset_info(flag, 28)
-    cfg = json.loads((_bundle_for(flag) / "configs" / "train.json").read_text())
-    widen = float(overrides[overrides.index("--widen_factor") + 1]) if "--widen_factor" in overrides else cfg[
-        "widen_factor"]
-    net = medmnist_classifier(model, cfg["arch"], cfg["spatial_dims"], info.n_channels, info.n_classes, widen,
-                              cfg["kernel_size"], cfg["conv1_t_size"])
+    info = dataset_info(record["flag"], int(record.get("image_size", 28)))
+    cfg = _recipe(record)
+    net = medmnist_classifier(record.get("model_type", record["model"]), cfg["arch"], cfg["spatial_dims"],
+                              info.n_channels, info.n_classes, float(cfg["widen_factor"]), cfg["kernel_size"],
+                              cfg["conv1_t_size"])
     return sum(p.numel() for p in net.parameters())
 
 
@@ -104,63 +240,111 @@ def _ms(values: list[float], digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def summarize(records: list[dict], overrides: list[str]) -> tuple[str, dict]:
-    """Markdown table and JSON summary (mean ± std over seeds) of finished runs."""
+def _train_epoch_seconds(record: dict) -> float | None:
+    """Mean training seconds per epoch of a run (without validation); from the whole command for older records."""
+    epochs = record.get("train_epoch_seconds")
+    if epochs:
+        return statistics.mean(epochs)
+    return record["training_seconds"] / int(_recipe(record)["epochs"])
+
+
+def _worst_auc(record: dict) -> float | None:
+    """Lowest AUC over the rotations by an angle (full test set) of a run."""
+    head, *rows = record["rows"]
+    aucs = [float(r["auc"]) for r in (dict(zip(head, row)) for row in rows)
+            if r["kind"] == "angle" and r.get("variant", "full") == "full" and r["auc"] not in ("", "nan")]
+    return min(aucs) if aucs else None
+
+
+def _at(*path: str):
+    """A getter of ``record["rotation"][path...]`` (the run's rotation summary); ``None`` where a key is missing."""
+
+    def get(record: dict) -> float | None:
+        value = record["rotation"]
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    return get
+
+
+#: Columns of the results table: (JSON key, header, digits, value of one run's record).
+COLUMNS = (
+    ("train_epoch_seconds", "train s/epoch", 1, _train_epoch_seconds),
+    ("test_auc", "test AUC", 3, lambda r: r.get("test_auc")),
+    ("test_acc", "test ACC", 3, lambda r: r.get("test_acc")),
+    ("rot_mean_auc", "rotated mean AUC", 3, _at("rotation", "mean_auc")),
+    ("rot_mean_acc", "rotated mean ACC", 3, _at("rotation", "mean_acc")),
+    ("worst_acc", "worst-angle ACC", 3, _at("rotation", "worst", "acc")),
+    ("worst_auc", "worst-angle AUC", 3, _worst_auc),
+    ("flip_acc", "flips ACC", 3, _at("flip", "mean_acc")),
+    ("disk_acc_0", "disk 0° ACC", 3, _at("disk", "acc_0")),
+    ("disk_mean_acc", "disk mean ACC", 3, _at("disk", "mean_acc")),
+    ("disk_worst_acc", "disk worst ACC", 3, _at("disk", "worst", "acc")),
+    ("control_mean_acc", "control mean ACC", 3, _at("control", "mean_acc")),
+    ("control_worst_acc", "control worst ACC", 3, _at("control", "worst", "acc")),
+)
+
+
+def summarize(records: list[dict]) -> tuple[str, dict]:
+    """Markdown table and JSON summary (mean ± std over seeds) of finished runs.
+
+    Rows are datasets (with image size) in order of first appearance, then models in order of first appearance.
+    Each JSON entry holds the per-seed values of every column of :data:`COLUMNS` (``None`` where a run lacks it,
+    e.g. a report without the disk variant) and ``mean_std``: ``{key: [mean, std]}`` over the seeds that have it
+    (std ``None`` for one seed).
+    """
     header = (
-        "| dataset | model | params | seeds | train time (s) | test AUC | test ACC | rotated mean AUC | "
-        "rotated mean ACC | worst-angle ACC | flips ACC | MedMNIST v2 R18 AUC / ACC |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| dataset | model | params | seeds | " + " | ".join(c[1] for c in COLUMNS) + " | MedMNIST v2 R18 AUC / ACC |\n"
+        + "|" + "---|" * (len(COLUMNS) + 5) + "\n"
     )
     lines, table = [], {}
-    for flag in dict.fromkeys(r["flag"] for r in records):
-        for model in ("sre", "resnet"):
-            runs = [r for r in records if r["flag"] == flag and r["model"] == model and "error" not in r]
-            if not runs:
-                continue
-            rot = [r["rotation"]["rotation"] for r in runs]
-            flips = [r["rotation"]["flip"]["mean_acc"] for r in runs if r["rotation"].get("flip")]
-            entry = {
-                "params": _params(flag, model, overrides),
-                "seeds": [r["seed"] for r in runs],
-                "train_seconds": [r["training_seconds"] for r in runs],
-                "test_auc": [r["test_auc"] for r in runs],
-                "test_acc": [r["test_acc"] for r in runs],
-                "rot_mean_auc": [x["mean_auc"] for x in rot],
-                "rot_mean_acc": [x["mean_acc"] for x in rot],
-                "worst_acc": [x["worst"]["acc"] for x in rot],
-                "flip_acc": flips,
-            }
-            table.setdefault(flag, {})[model] = entry
-            ref = MEDMNIST_V2_RESNET18.get(flag)
+    done = [r for r in records if "error" not in r]
+    for key in dict.fromkeys(dataset_key(r["flag"], r.get("image_size", 28)) for r in done):
+        runs_of = [r for r in done if dataset_key(r["flag"], r.get("image_size", 28)) == key]
+        for model in dict.fromkeys(r["model"] for r in runs_of):
+            runs = [r for r in runs_of if r["model"] == model]
+            entry: dict = {"label": runs[0].get("label", model), "params": _params(runs[0]),
+                           "seeds": [r["seed"] for r in runs], "overrides": runs[0]["overrides"]}
+            cells = []
+            for name, _, digits, get in COLUMNS:
+                values = [get(r) for r in runs]
+                entry[name] = values
+                present = [v for v in values if v is not None]
+                entry.setdefault("mean_std", {})[name] = [
+                    statistics.mean(present) if present else None,
+                    statistics.stdev(present) if len(present) > 1 else None,
+                ]
+                cells.append(_ms(present, digits))
+            table.setdefault(key, {})[model] = entry
+            ref = MEDMNIST_V2_RESNET18.get(key)
             lines.append(
-                f"| {flag} | {'SRE-ResNet-18' if model == 'sre' else 'ResNet-18 (MONAI)'} | {entry['params']:,} | "
-                f"{len(runs)} | {_ms(entry['train_seconds'], 0)} | {_ms(entry['test_auc'])} | "
-                f"{_ms(entry['test_acc'])} | {_ms(entry['rot_mean_auc'])} | {_ms(entry['rot_mean_acc'])} | "
-                f"{_ms(entry['worst_acc'])} | {_ms(flips)} | {f'{ref[0]:.3f} / {ref[1]:.3f}' if ref else '–'} |"
+                f"| {key} | {entry['label']} | {entry['params']:,} | {len(runs)} | {' | '.join(cells)} | "
+                f"{f'{ref[0]:.3f} / {ref[1]:.3f}' if ref else '–'} |"
             )
     return header + "\n".join(lines) + "\n", table
 
 
 def plot(records: list[dict], out: Path) -> list[Path]:
-    """One robustness plot per dataset: both models, ACC/AUC averaged over seeds at each transform."""
+    """One robustness plot per dataset and size: every model, ACC/AUC averaged over seeds at each transform."""
     from monai_sre.evaluation import plot_robustness
 
     paths = []
-    for flag in dict.fromkeys(r["flag"] for r in records):
+    done = [r for r in records if "error" not in r]
+    for key in dict.fromkeys(dataset_key(r["flag"], r.get("image_size", 28)) for r in done):
         curves = {}
-        for model in ("sre", "resnet"):
-            runs = [r for r in records if r["flag"] == flag and r["model"] == model and "error" not in r]
-            if not runs:
-                continue
+        runs_of = [r for r in done if dataset_key(r["flag"], r.get("image_size", 28)) == key]
+        for model in dict.fromkeys(r["model"] for r in runs_of):
+            runs = [r for r in runs_of if r["model"] == model]
             head = runs[0]["rows"][0]
             per_run = [[dict(zip(head, row)) for row in r["rows"][1:]] for r in runs]
             rows = []
             for i, row in enumerate(per_run[0]):
                 mean = {k: statistics.mean(float(p[i][k]) for p in per_run) for k in ("acc", "auc")}
                 rows.append({**row, "angle": float(row["angle"]) if row["angle"] else None, **mean, "n": int(row["n"])})
-            curves["SRE-ResNet-18" if model == "sre" else "ResNet-18"] = rows
-        path = out / f"robustness_{flag}.png"
-        plot_robustness(curves, path, title=f"{flag}: test ACC/AUC under rotation (mean over seeds)")
+            curves[runs[0].get("label", model)] = rows
+        path = out / f"robustness_{key}.png"
+        plot_robustness(curves, path, title=f"{key}: test ACC/AUC under rotation (mean over seeds)")
         paths.append(path)
     return paths
 
@@ -169,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--datasets", nargs="+", default=["breastmnist", "retinamnist", "adrenalmnist3d"])
-    parser.add_argument("--models", nargs="+", default=["sre", "resnet"], choices=["sre", "resnet"])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                        help=f"keys of MODELS ({', '.join(MODELS)}) or NAME=BASE --key value ... (quoted)")
+    parser.add_argument("--image-size", type=int, default=28, choices=[28, 64], help="MedMNIST image size")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per bundle command")
@@ -178,33 +364,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs=argparse.REMAINDER, default=[],
                         help="bundle overrides for every run, e.g. --set --epochs 100 --batch_size 128")
     args = parser.parse_args(argv)
+    try:
+        models = resolve_models(args.models)
+        parse_overrides(args.set, "--set")
+    except ValueError as e:
+        parser.error(str(e))
     out = args.out.resolve()
     if args.summarize_only:
         records = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/*/record.json"))]
-        records.sort(key=lambda r: (args.datasets.index(r["flag"]) if r["flag"] in args.datasets else 99, r["seed"]))
-        overrides = records[0]["overrides"] if records else []
-        table, summary = summarize(records, overrides)
-        (out / "results.md").write_text(table)
-        (out / "results.json").write_text(json.dumps({"runs": len(records), "table": summary}, indent=1))
+        for r in records:  # records of an older version of this script: epoch times from the log
+            log = out / "runs" / dataset_key(r["flag"], r.get("image_size", 28)) / f"{r['model']}_seed{r['seed']}"
+            if "train_epoch_seconds" not in r and (log / "training.log").is_file():
+                r["train_epoch_seconds"] = epoch_seconds((log / "training.log").read_text())
+        records.sort(key=lambda r: (args.datasets.index(r["flag"]) if r["flag"] in args.datasets else 99,
+                                    r.get("image_size", 28), r["seed"]))
+        table, summary = summarize(records)
+        files.write_text(out / "results.md", table)
+        write_json({"runs": len(records), "table": summary}, out / "results.json")
         plot(records, out)
         print(table)
         return 0
     from monai_sre.data import export_medmnist
 
+    size = args.image_size
     for flag in args.datasets:  # export once, before the parallel runs read it
-        export_medmnist(flag, out / "data" / f"{flag}_28_nifti", size=28, image_format="nifti")
-    jobs = [(f, m, s) for f in args.datasets for s in args.seeds for m in args.models]
+        export_medmnist(flag, out / "data" / f"{flag}_{size}_nifti", size=size, image_format="nifti")
+    jobs = [(f, m, s) for f in args.datasets for s in args.seeds for m in models]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_run_one, out, f, m, s, args.set, args.timeout) for f, m, s in jobs]
+        futures = [pool.submit(_run_one, out, f, size, m, models[m], s, args.set, args.timeout) for f, m, s in jobs]
         records = []
         for fut, job in zip(futures, jobs):
             rec = fut.result()
             records.append(rec)
             status = rec.get("error") or f"test AUC {rec['test_auc']:.3f} ACC {rec['test_acc']:.3f}"
             print(f"{job}: {status}", flush=True)
-    table, summary = summarize(records, args.set)
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"overrides": args.set, "table": summary}, indent=1))
+    table, summary = summarize(records)
+    files.write_text(out / "results.md", table)
+    write_json({"overrides": args.set, "image_size": size, "table": summary}, out / "results.json")
     plot(records, out)
     print(table)
     return 0 if all("error" not in r for r in records) else 1

@@ -1,0 +1,145 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""``benchmarks/medmnist_results.py`` without training: its model table, overrides, epoch times from the training log
+and the results table, from synthetic run records shaped as the script writes them."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from benchmarks import medmnist_results as mr
+
+_HEAD = ["name", "kind", "axis", "angle", "acc", "auc", "n", "variant"]
+
+
+def _summary(acc_0: float, mean: float, worst: float, auc: float) -> dict:
+    return {"acc_0": acc_0, "mean_acc": mean, "mean_auc": auc, "worst": {"name": "rot_040", "acc": worst, "auc": auc}}
+
+
+def _record(flag="breastmnist", size=28, model="sre", seed=0, acc=0.8, disk=True, **extra) -> dict:
+    """A finished run's record: ACC values derived from ``acc`` so that each column has its own known value."""
+    rotation = {"acc_0": acc, "auc_0": 0.9, "rotation": _summary(acc, acc - 0.05, acc - 0.1, 0.85),
+                "flip": {"n": 2, "mean_acc": acc, "mean_auc": 0.9, "min_acc": acc}}
+    if disk:
+        rotation["disk"] = _summary(acc - 0.2, acc - 0.21, acc - 0.22, 0.6)
+        rotation["control"] = _summary(acc, acc - 0.15, acc - 0.3, 0.7)
+    rows = [_HEAD]
+    for variant, auc in (("full", 0.85), ("disk", 0.1), ("control", 0.2)):  # disk/control AUCs: not the worst AUC
+        for i, angle in enumerate((0, 40, 90)):
+            name = f"rot_{angle:03d}" + ("" if variant == "full" else f"_{variant}")
+            rows.append([name, "angle", "", f"{angle}.0", str(acc), str(auc - 0.01 * i), "10", variant])
+    rows.append(["flip_vertical", "flip", "x", "", str(acc), "0.5", "10", "full"])  # not an angle: not the worst AUC
+    model_type, overrides, label = mr.MODELS[model] if model in mr.MODELS else ("sre", (), model)
+    return {"flag": flag, "image_size": size, "model": model, "model_type": model_type, "label": label,
+            "seed": seed, "overrides": mr.merge_overrides(["--flag", flag, "--image_size", str(size), "--model_type",
+                                                           model_type, "--epochs", "4"], overrides),
+            "training_seconds": 40.0, "train_epoch_seconds": [2.0 + seed, 4.0 + seed], "test_auc": 0.9,
+            "test_acc": acc, "rotation": rotation, "rows": rows, **extra}
+
+
+def test_the_model_table_holds_the_comparison_and_recipe_variants():
+    assert {"sre", "resnet", "resnet_rotation"} <= set(mr.MODELS) and set(mr.DEFAULT_MODELS) <= set(mr.MODELS)
+    assert mr.MODELS["resnet_rotation"].model_type == "resnet"
+    assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation"}
+    assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {"augmentation": "standard"}
+    models = mr.resolve_models(["resnet", "sre_sgd=sre_standard --optimizer sgd --learning_rate=0.02"])
+    assert list(models) == ["resnet", "sre_sgd"]
+    assert models["sre_sgd"].model_type == "sre"
+    assert mr.parse_overrides(models["sre_sgd"].overrides) == {
+        "augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02"}
+    for bad, match in ((["vit"], "unknown model 'vit'"), (["x=vit"], "base 'vit'"), (["a/b=sre"], "names a folder"),
+                       (["sre", "sre"], "given twice"), (["x=sre --epochs"], "has no value")):
+        with pytest.raises(ValueError, match=match):
+            mr.resolve_models(bad)
+
+
+def test_overrides_merge_with_the_model_s_own_winning():
+    merged = mr.merge_overrides(["--flag", "breastmnist", "--seed", "0"], ["--augmentation", "standard",
+                                "--epochs=20"], mr.MODELS["resnet_rotation"].overrides)
+    assert merged == ["--flag", "breastmnist", "--seed", "0", "--augmentation", "rotation", "--epochs", "20"]
+    with pytest.raises(ValueError, match="--set: expected '--key value' pairs, got 'epochs'"):
+        mr.parse_overrides(["epochs", "3"], "--set")
+
+
+def test_epoch_seconds_subtract_the_validation_of_each_epoch():
+    log = "\n".join([
+        "2026-12-01 17:28:59,930 - INFO - Epoch[1] Metrics -- val_acc: 0.7500",
+        "2026-12-01 17:28:59,951 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Complete. "
+        "Time taken: 00:00:01.500",
+        "2026-12-01 17:29:00,250 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[1] Complete. "
+        "Time taken: 00:00:05.353",
+        "x - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Complete. Time taken: 00:00:00.500",
+        "x - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 00:01:02.000",
+        "x - ignite.engine.engine.SupervisedTrainer - INFO - Engine run complete. Time taken: 00:01:08.000",
+    ])
+    assert mr.epoch_seconds(log) == [pytest.approx(3.853), pytest.approx(61.5)]
+    assert mr.epoch_seconds("no epochs here") == []
+
+
+def test_summarize_mean_std_over_seeds_per_dataset_size_and_model():
+    records = [
+        _record(seed=0, acc=0.80), _record(seed=1, acc=0.70),
+        _record(model="resnet_rotation", seed=0, acc=0.75, disk=False),
+        _record(size=64, seed=0, acc=0.6),
+        {**_record(model="resnet", seed=0), "error": "training failed"},  # failed runs are left out
+    ]
+    table, summary = mr.summarize(records)
+    assert list(summary) == ["breastmnist", "breastmnist_64"]
+    assert list(summary["breastmnist"]) == ["sre", "resnet_rotation"]
+    sre = summary["breastmnist"]["sre"]
+    assert sre["seeds"] == [0, 1] and sre["test_acc"] == [0.80, 0.70]
+    assert sre["rot_mean_acc"] == pytest.approx([0.75, 0.65]) and sre["worst_acc"] == pytest.approx([0.7, 0.6])
+    assert sre["worst_auc"] == pytest.approx([0.83, 0.83])  # lowest full-set angle AUC, not disk/control/flip
+    assert sre["disk_acc_0"] == pytest.approx([0.6, 0.5]) and sre["disk_worst_acc"] == pytest.approx([0.58, 0.48])
+    assert sre["control_mean_acc"] == pytest.approx([0.65, 0.55])
+    assert sre["control_worst_acc"] == pytest.approx([0.5, 0.4])
+    assert sre["train_epoch_seconds"] == [3.0, 4.0]
+    assert sre["mean_std"]["test_acc"] == pytest.approx([0.75, statistics.stdev([0.8, 0.7])])
+    rot = summary["breastmnist"]["resnet_rotation"]
+    assert rot["disk_mean_acc"] == [None] and rot["mean_std"]["disk_mean_acc"] == [None, None]
+    assert rot["mean_std"]["test_acc"] == [0.75, None]
+    assert rot["params"] > sre["params"] > 0  # the dense ResNet at widen 0.5 has more weights than SRE
+    lines = table.splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert head[:4] == ["dataset", "model", "params", "seeds"] and "control worst ACC" in head
+    assert len(lines) == 2 + 3 and all(len(line.split("|")) == len(head) + 2 for line in lines)
+    cells = dict(zip(head, (c.strip() for c in lines[2].strip("|").split("|"))))
+    assert cells["model"] == "SRE-ResNet-18" and cells["seeds"] == "2"
+    assert cells["test ACC"] == "0.750 ± 0.071" and cells["disk mean ACC"] == "0.540 ± 0.071"
+    assert cells["train s/epoch"] == "3.5 ± 0.7" and cells["MedMNIST v2 R18 AUC / ACC"] == "0.901 / 0.863"
+    rot_cells = dict(zip(head, (c.strip() for c in lines[3].strip("|").split("|"))))
+    assert rot_cells["disk mean ACC"] == "–" and rot_cells["test ACC"] == "0.750"
+    size64 = dict(zip(head, (c.strip() for c in lines[4].strip("|").split("|"))))
+    assert size64["dataset"] == "breastmnist_64" and size64["MedMNIST v2 R18 AUC / ACC"] == "–"
+
+
+def test_params_follow_the_run_s_overrides():
+    narrow, wide = _record(), _record()
+    wide["overrides"] = mr.merge_overrides(wide["overrides"], ["--widen_factor", "1.0"])
+    assert mr._params(wide) > 2 * mr._params(narrow)
+    old = _record(model="resnet")  # records of the earlier script: no model_type, no per-epoch times
+    del old["model_type"], old["train_epoch_seconds"]
+    assert mr._params(old) == mr._params(_record(model="resnet_rotation"))
+    assert mr._train_epoch_seconds(old) == 40.0 / 4
+
+
+def test_summarize_only_writes_table_json_and_plots(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    for record in (_record(seed=0), _record(seed=1, acc=0.7), _record(size=64)):
+        key = mr.dataset_key(record["flag"], record["image_size"])
+        path = tmp_path / "runs" / key / f"{record['model']}_seed{record['seed']}" / "record.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    assert mr.main(["--out", str(tmp_path), "--summarize-only"]) == 0
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["runs"] == 3 and summary["table"]["breastmnist"]["sre"]["seeds"] == [0, 1]
+    assert (tmp_path / "results.md").read_text().count("\n") == 2 + 2
+    for key in ("breastmnist", "breastmnist_64"):
+        assert (tmp_path / f"robustness_{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        mr.main(["--out", str(tmp_path), "--models", "vit"])
