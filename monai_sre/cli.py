@@ -53,6 +53,11 @@ def _args_evaluate_rotation(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, help="export and evaluate only the first N images of each split (the bundle's max_samples)"
     )
     parser.add_argument("--interpolation", default="bilinear", choices=("bilinear", "nearest"))
+    parser.add_argument(
+        "--variants", nargs="+", default=["full", "disk", "control"], choices=("full", "disk", "control"),
+        help="variants of every angle, 'full' among them: the rotated set, the inscribed disk (upright masked too) and "
+        "the turn-and-back control; each adds one model pass per angle (default: all three)",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder (created if needed)")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: the bundle's batch_size)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
@@ -156,6 +161,7 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
         first.get_parsed_content("spatial_dims"),
         args.out,
         interpolation=args.interpolation,
+        variants=args.variants,
         device=args.device,
         progress=not args.no_progress,
         title=f"{flag} ({size}), {args.split} split: rotation robustness ({args.interpolation})",

@@ -22,7 +22,15 @@ from monai_sre.evaluation.metrics import (
 )
 from monai_sre.evaluation.report import CSV_FIELDS, plot_robustness, run_rotation_evaluation, write_csv, write_json
 from monai_sre.evaluation.robustness import evaluate_rotations, summarize
-from monai_sre.evaluation.rotated_sets import AXIS_PLANES, RotationSpec, cube_rotations, rotate, rotation_transforms
+from monai_sre.evaluation.rotated_sets import (
+    AXIS_PLANES,
+    VARIANTS,
+    RotationSpec,
+    cube_rotations,
+    inscribed_mask,
+    rotate,
+    rotation_transforms,
+)
 
 __all__ = [
     "TASKS",
@@ -34,6 +42,8 @@ __all__ = [
     "scores_from_logits",
     "AXIS_PLANES",
     "CSV_FIELDS",
+    "VARIANTS",
+    "inscribed_mask",
     "RotationSpec",
     "cube_rotations",
     "evaluate_rotations",

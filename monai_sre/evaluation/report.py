@@ -23,19 +23,19 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from monai_sre.evaluation.robustness import evaluate_rotations, summarize
-from monai_sre.evaluation.rotated_sets import rotation_transforms
+from monai_sre.evaluation.rotated_sets import VARIANTS, rotation_transforms
 from monai_sre.io import files
 
 __all__ = ["CSV_FIELDS", "plot_robustness", "run_rotation_evaluation", "write_csv", "write_json"]
 
-CSV_FIELDS: tuple[str, ...] = ("name", "kind", "axis", "angle", "acc", "auc", "n")
+CSV_FIELDS: tuple[str, ...] = ("name", "kind", "axis", "angle", "acc", "auc", "n", "variant")
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Write evaluation rows as CSV, atomically, with a header (:data:`CSV_FIELDS`).
 
     Args:
-        rows: output of :func:`evaluate_rotations`.
+        rows: output of :func:`evaluate_rotations`; a row without ``variant`` is written as ``full``.
         path: target file; its folder is created if needed.
 
     Returns:
@@ -44,6 +44,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Pat
     Raises:
         ValueError: when a row lacks one of :data:`CSV_FIELDS`.
     """
+    rows = [{"variant": "full", **r} for r in rows]
     for i, r in enumerate(rows):
         missing = [k for k in CSV_FIELDS if k not in r]
         if missing:
@@ -78,54 +79,68 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     return files.write_json(path, _json_ready(obj))
 
 
+_PANEL_TITLES = {
+    "full": "rotated test set",
+    "disk": "inscribed disk (upright and rotated masked)",
+    "control": "control: turned by the angle and back",
+}
+
+
 def plot_robustness(
     results: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike | None = None, title: str | None = None
 ) -> Figure:
-    """Plot ACC and AUC against rotation angle for every model: one curve per model (per axis in 3D).
+    """Plot ACC and AUC against rotation angle for every model: one curve per model (per axis in 3D), one row of
+    panels per variant present (``full``, then ``disk`` and ``control``; see :mod:`~monai_sre.evaluation.rotated_sets`).
 
     Colours tell models apart, line styles tell 3D axes apart. The 0° value is repeated at 360° to close the
     turn. Flip and cube rows are not drawn (they are in the CSV and the summary).
 
     Args:
-        results: ``{model name: rows of evaluate_rotations}``.
+        results: ``{model name: rows of evaluate_rotations}`` (rows without ``variant`` count as ``full``).
         path: PNG file to write (atomically); ``None`` only returns the figure.
         title: figure title.
 
     Returns:
-        the matplotlib figure (not attached to pyplot, so nothing global is left open); its two axes hold the
-        ACC and AUC curves.
+        the matplotlib figure (not attached to pyplot, so nothing global is left open); each row of two axes holds
+        the ACC and AUC curves of one variant.
 
     Raises:
         ValueError: when ``results`` is empty or a model has no angle rows.
     """
     if not results:
         raise ValueError("results is empty: give {model name: rows} for at least one model")
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax_acc, ax_auc = fig.subplots(1, 2)
+    for model_name, rows in results.items():
+        if not any(r["kind"] == "angle" for r in rows):
+            raise ValueError(f"model {model_name!r} has no 'angle' rows to plot")
+    present = [
+        v for v in VARIANTS if any(r["kind"] == "angle" and r.get("variant", "full") == v for rs in results.values()
+                                   for r in rs)
+    ]  # fmt: skip
+    fig = Figure(figsize=(11, 0.6 + 3.8 * len(present)), layout="constrained")
+    panels = fig.subplots(len(present), 2, squeeze=False)
     styles = {"": "-", "x": "-", "y": "--", "z": ":"}
     colors = [f"C{i}" for i in range(10)]
-    for i, (model_name, rows) in enumerate(results.items()):
-        rot = [r for r in rows if r["kind"] == "angle"]
-        if not rot:
-            raise ValueError(f"model {model_name!r} has no 'angle' rows to plot")
-        for axis in sorted({r["axis"] for r in rot}):
-            curve = sorted((r for r in rot if r["axis"] == axis), key=lambda r: r["angle"])
-            if curve[0]["angle"] == 0:
-                curve = curve + [{**curve[0], "angle": 360.0}]
-            angles = [r["angle"] for r in curve]
-            label = model_name if not axis else f"{model_name}, about {axis}"
-            for ax, key in ((ax_acc, "acc"), (ax_auc, "auc")):
-                values = [np.nan if r[key] is None else r[key] for r in curve]
-                ax.plot(angles, values, styles.get(axis, "-"), color=colors[i % 10], marker=".", label=label)
-    for ax, name in ((ax_acc, "ACC"), (ax_auc, "AUC")):
-        ax.set_xlim(0, 360)
-        ax.set_ylim(0, 1)
-        ax.set_xticks(range(0, 361, 45))
-        ax.set_xlabel("rotation angle (degrees)")
-        ax.set_ylabel(name)
-        ax.set_title(f"{name} on rotated test set")
-        ax.grid(True, alpha=0.3)
-    ax_auc.legend(loc="best", fontsize="small")
+    for (ax_acc, ax_auc), variant in zip(panels, present, strict=True):
+        for i, (model_name, rows) in enumerate(results.items()):
+            rot = [r for r in rows if r["kind"] == "angle" and r.get("variant", "full") == variant]
+            for axis in sorted({r["axis"] for r in rot}):
+                curve = sorted((r for r in rot if r["axis"] == axis), key=lambda r: r["angle"])
+                if curve[0]["angle"] == 0:
+                    curve = curve + [{**curve[0], "angle": 360.0}]
+                angles = [r["angle"] for r in curve]
+                label = model_name if not axis else f"{model_name}, about {axis}"
+                for ax, key in ((ax_acc, "acc"), (ax_auc, "auc")):
+                    values = [np.nan if r[key] is None else r[key] for r in curve]
+                    ax.plot(angles, values, styles.get(axis, "-"), color=colors[i % 10], marker=".", label=label)
+        for ax, name in ((ax_acc, "ACC"), (ax_auc, "AUC")):
+            ax.set_xlim(0, 360)
+            ax.set_ylim(0, 1)
+            ax.set_xticks(range(0, 361, 45))
+            ax.set_xlabel("rotation angle (degrees)")
+            ax.set_ylabel(name)
+            ax.set_title(f"{name}: {_PANEL_TITLES[variant]}")
+            ax.grid(True, alpha=0.3)
+        ax_auc.legend(loc="best", fontsize="small")
     if title:
         fig.suptitle(title)
     if path is not None:
@@ -148,12 +163,17 @@ def run_rotation_evaluation(
     progress: bool = True,
     title: str | None = None,
     angles: Sequence[float] | None = None,
+    variants: Sequence[str] = VARIANTS,
 ) -> dict[str, dict]:
     """Evaluate every model on the rotated test sets and write the report.
 
     Writes into ``out_dir``: ``rotation_<model>.csv`` per model, ``rotation_summary.json`` (``{model: summary}``
-    plus the settings) and ``rotation_robustness.png`` (all models overlaid). Meant to be called from a bundle's
-    ``evaluate.json`` through a ``$`` expression.
+    plus the settings) and ``rotation_robustness.png`` (all models overlaid, one row of panels per variant). Meant to
+    be called from a bundle's ``evaluate.json`` through a ``$`` expression.
+
+    Cost: the model runs once per transform and image, and each of ``disk`` and ``control`` adds one transform per
+    angle (and axis): with all three variants the default set is 110 transforms in 2D (38 alone) and 135 in 3D (63
+    alone); the control also interpolates twice. Pass ``variants=("full",)`` to skip them.
 
     Args:
         models: ``{name: network}``; a single network is named ``"model"``. Names become file names:
@@ -168,12 +188,15 @@ def run_rotation_evaluation(
         progress: show progress bars.
         title: plot title; default names the task and interpolation.
         angles: rotation angles in degrees; ``None`` gives the defaults of :func:`rotation_transforms`.
+        variants: which of :data:`~monai_sre.evaluation.rotated_sets.VARIANTS` to evaluate, ``"full"`` among them;
+            default all three: the rotated test set, the inscribed disk and the turn-and-back control.
 
     Returns:
         ``{model name: summarize(rows)}``.
 
     Raises:
-        ValueError: for no models, a model name unfit for a file name, or the errors of :func:`evaluate_rotations`.
+        ValueError: for no models, a model name unfit for a file name, unknown variants, or the errors of
+            :func:`evaluate_rotations`.
     """
     if isinstance(models, nn.Module):
         models = {"model": models}
@@ -182,7 +205,7 @@ def run_rotation_evaluation(
     bad = [n for n in models if not _NAME.match(n)]
     if bad:
         raise ValueError(f"model names must be letters, digits, '_', '.', '-' (they name files), got {bad}")
-    transforms = rotation_transforms(spatial_dims, angles=angles, interpolation=interpolation)
+    transforms = rotation_transforms(spatial_dims, angles=angles, interpolation=interpolation, variants=variants)
     out_dir = Path(out_dir)
     results, summaries = {}, {}
     for name, model in models.items():
@@ -197,7 +220,13 @@ def run_rotation_evaluation(
     for name, rows in results.items():
         write_csv(rows, out_dir / f"rotation_{name}.csv")
     write_json(
-        {"task": task, "spatial_dims": spatial_dims, "interpolation": interpolation, "models": summaries},
+        {
+            "task": task,
+            "spatial_dims": spatial_dims,
+            "interpolation": interpolation,
+            "variants": [v for v in VARIANTS if v in variants],
+            "models": summaries,
+        },
         out_dir / "rotation_summary.json",
     )
     plot_robustness(

@@ -20,7 +20,7 @@ from monai.networks import eval_mode
 from torch import nn
 
 from monai_sre.evaluation.metrics import check_task, medmnist_acc, medmnist_auc, scores_from_logits
-from monai_sre.evaluation.rotated_sets import RotationSpec, rotation_transforms
+from monai_sre.evaluation.rotated_sets import VARIANTS, RotationSpec, rotation_transforms
 
 __all__ = ["evaluate_rotations", "summarize"]
 
@@ -61,7 +61,8 @@ def evaluate_rotations(
 
     The data are read once; each batch is transformed by every spec on the device, so a loader's I/O and
     preprocessing are not repeated per angle. Images are used as the loader gives them (already normalised);
-    the rotation acts on the tensor the network sees, with zero fill.
+    the rotation acts on the tensor the network sees, with zero fill. A transform that returns the batch unchanged,
+    bit for bit (0°, a quarter turn and back), reuses the model's predictions on the first such transform.
 
     Args:
         model: classifier returning logits ``(B, K)``; put in eval mode (restored afterwards), run without grad.
@@ -78,7 +79,8 @@ def evaluate_rotations(
 
     Returns:
         one dict per spec, in order: ``name, kind, axis, angle`` (degrees or ``None``), ``acc, auc`` (floats;
-        ``auc`` may be ``nan``, see :func:`~monai_sre.evaluation.metrics.medmnist_auc`) and ``n`` (samples).
+        ``auc`` may be ``nan``, see :func:`~monai_sre.evaluation.metrics.medmnist_auc`), ``n`` (samples) and
+        ``variant`` (see :data:`~monai_sre.evaluation.rotated_sets.VARIANTS`).
 
     Raises:
         ValueError: for an unknown task, images whose dimensionality is not ``spatial_dims``, or empty data.
@@ -111,9 +113,15 @@ def evaluate_rotations(
                     "value(s); expected finite intensities"
                 )
             labels.append(torch.as_tensor(y).as_subclass(torch.Tensor).detach().cpu().reshape(images.shape[0], -1))
+            upright = None  # the logits of the unchanged batch, shared by every transform that gives it exactly
             for out, spec in zip(logits, transforms, strict=True):
                 try:
-                    out.append(model(spec(images)).detach().float().cpu())
+                    turned = spec(images)
+                    identity = turned.shape == images.shape and torch.equal(turned, images)
+                    if not (identity and upright is not None):
+                        result = model(turned).detach().float().cpu()
+                        upright = result if identity else upright
+                    out.append(upright if identity else result)
                 except RuntimeError as e:  # torch's layer errors do not say which data or model they are about
                     raise ValueError(
                         f"the model failed on images of shape {tuple(images.shape)} ({images.shape[1]} channel(s), "
@@ -134,6 +142,7 @@ def evaluate_rotations(
                 "acc": medmnist_acc(y_true, scores, task),
                 "auc": medmnist_auc(y_true, scores, task),
                 "n": int(y_true.shape[0]),
+                "variant": spec.variant,
             }
         )
     return rows
@@ -144,59 +153,82 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _angle_summary(rot: Sequence[Mapping[str, Any]]) -> dict:
+    """Mean, worst angle, drops from this variant's own 0° and the smallest non-zero angle of one variant's rows."""
+    ref = next((r for r in rot if r["angle"] is not None and r["angle"] % 360 == 0), None)
+    acc_0 = _num(ref["acc"]) if ref else None
+    auc_0 = _num(ref["auc"]) if ref else None
+    worst = min(rot, key=lambda r: r["acc"])
+    mean_acc, mean_auc = _mean([r["acc"] for r in rot]), _mean([r["auc"] for r in rot])
+    turned = [r for r in rot if r["angle"] is not None and r["angle"] % 360 != 0]
+    first = min(turned, key=lambda r: (min(r["angle"] % 360, 360 - r["angle"] % 360), r["axis"]), default=None)
+    return {
+        "n": len(rot),
+        "acc_0": acc_0,
+        "auc_0": auc_0,
+        "mean_acc": mean_acc,
+        "mean_auc": mean_auc,
+        "worst": {"name": worst["name"], "axis": worst["axis"], **{k: _num(worst[k]) for k in ("angle", "acc", "auc")}},
+        "drop_acc": _diff(acc_0, mean_acc),
+        "drop_auc": _diff(auc_0, mean_auc),
+        "worst_drop_acc": _diff(acc_0, _num(worst["acc"])),
+        "first_angle": None
+        if first is None
+        else {
+            "name": first["name"],
+            "axis": first["axis"],
+            **{k: _num(first[k]) for k in ("angle", "acc", "auc")},
+            "drop_acc": _diff(acc_0, _num(first["acc"])),
+        },
+    }
+
+
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict:
-    """Summarise evaluation rows: mean over rotations, worst angle, drop from 0°, cube and flip means.
+    """Summarise evaluation rows: mean over rotations, worst angle, drop from 0°, cube and flip means, and the same
+    for the ``disk`` and ``control`` variants where evaluated.
 
     Args:
-        rows: output of :func:`evaluate_rotations`.
+        rows: output of :func:`evaluate_rotations` (rows without ``variant`` count as ``"full"``).
 
     Returns:
         a JSON-ready dict: ``n_transforms``; ``acc_0``/``auc_0`` (the first 0° rotation, i.e. the unrotated
-        test set); ``rotation`` with ``mean_acc``, ``mean_auc``, ``worst`` (``name``, ``axis``, ``angle``, ``acc``,
-        ``auc`` of the lowest-ACC rotation), ``drop_acc``/``drop_auc`` (0° minus the mean) and ``worst_drop_acc``
-        (0° minus the worst); ``per_axis`` means in 3D; ``cube`` and ``flip`` means where evaluated. Undefined
-        values (no such rows, AUC undefined) are ``None``.
+        test set); ``rotation`` (the ``full`` rotated test sets) with ``n``, ``acc_0``/``auc_0``, ``mean_acc``,
+        ``mean_auc``, ``worst`` (``name``, ``axis``, ``angle``, ``acc``, ``auc`` of the lowest-ACC rotation),
+        ``drop_acc``/``drop_auc`` (0° minus the mean), ``worst_drop_acc`` (0° minus the worst) and ``first_angle``
+        (the smallest non-zero angle: ``name``, ``axis``, ``angle``, ``acc``, ``auc``, ``drop_acc``); ``disk`` and
+        ``control``, where evaluated, with the same keys, every drop taken from the variant's own 0° row (for
+        ``disk`` the masked upright images; for ``control`` the upright images, exactly); ``per_axis`` means in
+        3D; ``cube`` and ``flip`` means where evaluated. Undefined values (no such rows, AUC undefined) are ``None``.
 
     Raises:
         ValueError: when ``rows`` is empty or holds no rotation by an angle.
     """
     if not rows:
         raise ValueError("rows is empty: nothing to summarise")
-    rot = [r for r in rows if r["kind"] == "angle"]
+    angle_rows = [r for r in rows if r["kind"] == "angle"]
+    rot = [r for r in angle_rows if r.get("variant", "full") == "full"]
     if not rot:
         raise ValueError("rows hold no 'angle' rotations: summarize needs the per-angle rows of evaluate_rotations")
-    ref = next((r for r in rot if r["angle"] is not None and r["angle"] % 360 == 0), None)
-
-    def num(v: Any) -> float | None:
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-    acc_0 = num(ref["acc"]) if ref else None
-    auc_0 = num(ref["auc"]) if ref else None
-    worst = min(rot, key=lambda r: r["acc"])
-    mean_acc, mean_auc = _mean([r["acc"] for r in rot]), _mean([r["auc"] for r in rot])
-
-    def diff(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else a - b
-
+    full = _angle_summary(rot)
     summary: dict[str, Any] = {
         "n_transforms": len(rows),
         "n_samples": int(rows[0]["n"]),
-        "acc_0": acc_0,
-        "auc_0": auc_0,
-        "rotation": {
-            "n": len(rot),
-            "mean_acc": mean_acc,
-            "mean_auc": mean_auc,
-            "worst": {
-                "name": worst["name"],
-                "axis": worst["axis"],
-                **{k: num(worst[k]) for k in ("angle", "acc", "auc")},
-            },
-            "drop_acc": diff(acc_0, mean_acc),
-            "drop_auc": diff(auc_0, mean_auc),
-            "worst_drop_acc": diff(acc_0, num(worst["acc"])),
-        },
+        "acc_0": full["acc_0"],
+        "auc_0": full["auc_0"],
+        "rotation": full,
     }
+    for variant in VARIANTS[1:]:
+        group = [r for r in angle_rows if r.get("variant", "full") == variant]
+        if group:
+            summary[variant] = _angle_summary(group)
     axes = sorted({r["axis"] for r in rot if r["axis"]})
     if axes:
         summary["per_axis"] = {

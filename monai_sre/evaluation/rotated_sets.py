@@ -19,6 +19,12 @@ Conventions (all transforms act on the batch tensor ``(B, C, *spatial)`` the net
   reverses spatial axis 1 (columns: mirrored left-right). 3D: ``flip_x``, ``flip_y``, ``flip_z``.
 - **Cube rotations (3D).** The 24 proper rotations of the cube, exact compositions of ``torch.rot90``: the group of
   :mod:`monai_sre.transforms.symmetry`, shared with the rotation check of :mod:`monai_sre.inference`.
+- **Variants** of every rotation by an angle, which separate the three causes of a rotated-test drop:
+  ``full`` (the rotated image: orientation + interpolation + lost corners), ``disk`` (the same with every voxel
+  outside the inscribed disk/ball set to zero, on the upright image too: orientation + interpolation, no corners
+  lost) and ``control`` (turned by the angle and back by minus the angle, in the same plane: interpolation twice and
+  lost corners, no change of orientation). Quarter turns stay exact in every variant (the disk is symmetric under
+  them, and a quarter turn and back is the identity). Flips and cube rotations have no variants.
 
 Every spec carries ``matrix``: the forward map of centred voxel coordinates (a voxel at offset ``p`` from the
 centre moves to ``matrix @ p``), so a test or a report can check what each transform is.
@@ -36,10 +42,20 @@ import torch.nn.functional as F
 from monai_sre.transforms import symmetry
 from monai_sre.transforms.symmetry import AXIS_PLANES, GridSymmetry, rotation_matrix
 
-__all__ = ["AXIS_PLANES", "RotationSpec", "cube_rotations", "rotate", "rotation_transforms"]
+__all__ = [
+    "AXIS_PLANES",
+    "VARIANTS",
+    "RotationSpec",
+    "cube_rotations",
+    "inscribed_mask",
+    "rotate",
+    "rotation_transforms",
+]
 
 _AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 _MODES = ("bilinear", "nearest")
+#: Variants of the rotations by an angle (see the module docstring); ``full`` is the plain rotated test set.
+VARIANTS: tuple[str, ...] = ("full", "disk", "control")
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class RotationSpec:
             rotation (0, 90, 120 or 180); ``None`` for flips.
         matrix: forward map of centred voxel coordinates, ``(spatial_dims, spatial_dims)``.
         apply: function mapping a batch ``(B, C, *spatial)`` to the transformed batch of the same shape.
+        variant: one of :data:`VARIANTS`; ``"full"`` for every transform that is not a variant of a rotation.
     """
 
     name: str
@@ -63,6 +80,7 @@ class RotationSpec:
     angle: float | None
     matrix: np.ndarray = field(repr=False, compare=False)
     apply: Callable[[torch.Tensor], torch.Tensor] = field(repr=False, compare=False)
+    variant: str = "full"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
@@ -125,6 +143,51 @@ def rotate(
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
+def inscribed_mask(spatial_shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """The inscribed disk (2D) or ball (3D) of a grid: voxels whose centre lies within ``(min(size) - 1) / 2`` of
+    the grid centre, as a boolean tensor of ``spatial_shape``.
+
+    Rotating an image about the grid centre keeps this region inside the grid, so rotated and upright images masked
+    with it hold the same content in another orientation. The mask is symmetric under every flip and quarter turn.
+
+    Args:
+        spatial_shape: the grid size, 2 or 3 positive ints.
+        device: where to create the mask.
+
+    Returns:
+        the boolean mask.
+
+    Raises:
+        ValueError: for a shape that is not 2 or 3 positive sizes.
+    """
+    shape = [int(n) for n in spatial_shape]
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"spatial_shape must be 2 or 3 positive sizes, got {tuple(spatial_shape)}")
+    radius = (min(shape) - 1) / 2
+    axes = [torch.arange(n, dtype=torch.float64, device=device) - (n - 1) / 2 for n in shape]
+    squared = sum(g**2 for g in torch.meshgrid(*axes, indexing="ij"))
+    return squared <= radius**2 + 1e-9
+
+
+def _variant_spec(spec: RotationSpec, variant: str, plane: tuple[int, int], mode: str, exact: bool) -> RotationSpec:
+    """The ``disk`` or ``control`` variant of the rotation ``spec`` by ``spec.angle`` in ``plane``."""
+    angle = float(spec.angle or 0.0)
+    if variant == "disk":
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            turned = spec(x)
+            return turned * inscribed_mask(x.shape[2:], x.device).to(turned.dtype)
+
+        matrix = spec.matrix
+    else:
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            turned = rotate(x, angle, plane, mode=mode, exact_quarter_turns=exact)
+            return rotate(turned, -angle, plane, mode=mode, exact_quarter_turns=exact)
+
+        matrix = np.eye(len(spec.matrix))
+    return RotationSpec(f"{spec.name}_{variant}", spec.kind, spec.axis, spec.angle, matrix, apply, variant)
+
 
 def _angle_spec(spatial_dims: int, angle: float, axis: str, mode: str, exact: bool) -> RotationSpec:
     plane = (0, 1) if spatial_dims == 2 else AXIS_PLANES[axis]
@@ -176,6 +239,7 @@ def rotation_transforms(
     include_cube: bool = True,
     include_flips: bool = True,
     exact_quarter_turns: bool = True,
+    variants: Sequence[str] = ("full",),
 ) -> list[RotationSpec]:
     """The transform set of the rotation-robustness evaluation.
 
@@ -187,15 +251,22 @@ def rotation_transforms(
         include_cube: add the 24 exact cube rotations (3D only).
         include_flips: add the flips (2D: vertical, horizontal; 3D: along x, y, z).
         exact_quarter_turns: multiples of 90° use exact ``torch.rot90`` (see :func:`rotate`).
+        variants: which of :data:`VARIANTS` to give for every rotation by an angle; must include ``"full"``.
 
     Returns:
-        specs in this order: angles (per axis in 3D), cube rotations, flips; names are unique.
-        Defaults give 38 specs in 2D (36 + 2) and 63 in 3D (3 × 12 + 24 + 3).
+        specs in this order: angles (per axis in 3D), cube rotations, flips, then the ``disk`` and the ``control``
+        variants of the angles (named ``rot_030_disk``, ``rot_x_030_control``); names are unique.
+        Defaults give 38 specs in 2D (36 + 2) and 63 in 3D (3 × 12 + 24 + 3); each further variant adds one spec
+        per angle (and axis): 36 in 2D, 36 in 3D.
 
     Raises:
-        ValueError: for ``spatial_dims`` other than 2/3, an unknown axis or interpolation, or repeated angles.
+        ValueError: for ``spatial_dims`` other than 2/3, an unknown axis, interpolation or variant, variants
+            without ``"full"``, or repeated angles.
     """
     _check_mode(interpolation)
+    variants = list(variants)
+    if [v for v in variants if v not in VARIANTS] or "full" not in variants or len(set(variants)) != len(variants):
+        raise ValueError(f"variants must be distinct names among {list(VARIANTS)} including 'full', got {variants}")
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if angles is None:
@@ -203,20 +274,24 @@ def rotation_transforms(
     angles = [float(a) for a in angles]
     if len(set(angles)) != len(angles):
         raise ValueError(f"angles must not repeat, got {angles}")
-    specs: list[RotationSpec] = []
+    rotations: list[tuple[RotationSpec, tuple[int, int]]] = []
+    extra: list[RotationSpec] = []
     if spatial_dims == 2:
-        specs += [_angle_spec(2, a, "", interpolation, exact_quarter_turns) for a in angles]
+        rotations = [(_angle_spec(2, a, "", interpolation, exact_quarter_turns), (0, 1)) for a in angles]
         if include_flips:
-            specs += [_flip_spec(2, 0, "flip_vertical", "x"), _flip_spec(2, 1, "flip_horizontal", "y")]
-        return specs
-    unknown = [ax for ax in axes if ax not in AXIS_PLANES]
-    if unknown or len(set(axes)) != len(axes):
-        raise ValueError(f"axes must be distinct names among {list(AXIS_PLANES)}, got {list(axes)}")
-    for ax in axes:
-        specs += [_angle_spec(3, a, ax, interpolation, exact_quarter_turns) for a in angles]
-    if include_cube:
-        specs += cube_rotations()
-    if include_flips:
-        specs += [_flip_spec(3, _AXIS_INDEX[ax], f"flip_{ax}", ax) for ax in ("x", "y", "z")]
+            extra = [_flip_spec(2, 0, "flip_vertical", "x"), _flip_spec(2, 1, "flip_horizontal", "y")]
+    else:
+        unknown = [ax for ax in axes if ax not in AXIS_PLANES]
+        if unknown or len(set(axes)) != len(axes):
+            raise ValueError(f"axes must be distinct names among {list(AXIS_PLANES)}, got {list(axes)}")
+        for ax in axes:
+            rotations += [(_angle_spec(3, a, ax, interpolation, exact_quarter_turns), AXIS_PLANES[ax]) for a in angles]
+        if include_cube:
+            extra += cube_rotations()
+        if include_flips:
+            extra += [_flip_spec(3, _AXIS_INDEX[ax], f"flip_{ax}", ax) for ax in ("x", "y", "z")]
+    specs = [spec for spec, _ in rotations] + extra
+    for variant in (v for v in VARIANTS[1:] if v in variants):
+        specs += [_variant_spec(spec, variant, plane, interpolation, exact_quarter_turns) for spec, plane in rotations]
     return specs
 

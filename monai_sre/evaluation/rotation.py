@@ -14,11 +14,21 @@ from __future__ import annotations
 
 from monai_sre.evaluation.report import CSV_FIELDS, plot_robustness, run_rotation_evaluation, write_csv, write_json
 from monai_sre.evaluation.robustness import evaluate_rotations, summarize
-from monai_sre.evaluation.rotated_sets import AXIS_PLANES, RotationSpec, cube_rotations, rotate, rotation_transforms
+from monai_sre.evaluation.rotated_sets import (
+    AXIS_PLANES,
+    VARIANTS,
+    RotationSpec,
+    cube_rotations,
+    inscribed_mask,
+    rotate,
+    rotation_transforms,
+)
 
 __all__ = [
     "AXIS_PLANES",
     "CSV_FIELDS",
+    "VARIANTS",
+    "inscribed_mask",
     "RotationSpec",
     "rotate",
     "rotation_transforms",

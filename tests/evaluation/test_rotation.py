@@ -23,8 +23,10 @@ from torch import nn
 from monai_sre.evaluation.rotation import (
     AXIS_PLANES,
     CSV_FIELDS,
+    VARIANTS,
     cube_rotations,
     evaluate_rotations,
+    inscribed_mask,
     plot_robustness,
     rotate,
     rotation_transforms,
@@ -273,7 +275,7 @@ def test_write_csv(tmp_path):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file for the user, not a private temp
     assert len(table) == 3
-    assert table[1] == ["r0", "angle", "", "0.0", "0.9", "0.8", "10"]
+    assert table[1] == ["r0", "angle", "", "0.0", "0.9", "0.8", "10", "full"]  # rows without a variant: full
     assert float(table[2][4]) == 0.5 and math.isnan(float(table[2][5])) and table[2][3] == ""
     before = path.read_bytes()
     with pytest.raises(ValueError, match="row 0 lacks"):
@@ -320,13 +322,177 @@ def test_run_rotation_evaluation_writes_report(tmp_path):
     ]
     with open(tmp_path / "rotation_corner.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 38 and rows[9]["name"] == "rot_090" and float(rows[9]["angle"]) == 90.0
+    assert len(rows) == 38 + 2 * 36 and rows[9]["name"] == "rot_090" and float(rows[9]["angle"]) == 90.0
+    assert [r["variant"] for r in rows] == ["full"] * 38 + ["disk"] * 36 + ["control"] * 36  # all three by default
     report = json.loads((tmp_path / "rotation_summary.json").read_text())
     assert report["interpolation"] == "bilinear" and report["spatial_dims"] == 2
+    assert report["variants"] == list(VARIANTS)
+    for variant in ("disk", "control"):
+        block = report["models"]["corner"][variant]
+        variant_rows = [r for r in rows if r["variant"] == variant]
+        assert block["n"] == 36 and block["acc_0"] == pytest.approx(float(variant_rows[0]["acc"]))
+        assert block["mean_acc"] == pytest.approx(np.mean([float(r["acc"]) for r in variant_rows]))
+        assert block["worst"]["acc"] == pytest.approx(min(float(r["acc"]) for r in variant_rows))
     assert report["models"]["corner"]["acc_0"] == pytest.approx(float(rows[0]["acc"]))
     assert report["models"]["pooled"] == json.loads(json.dumps(summaries["pooled"]))
     assert summaries["corner"]["rotation"]["mean_acc"] == pytest.approx(
-        np.mean([float(r["acc"]) for r in rows if r["kind"] == "angle"])
+        np.mean([float(r["acc"]) for r in rows if r["kind"] == "angle" and r["variant"] == "full"])
     )
     with pytest.raises(ValueError, match="model names"):
         run_rotation_evaluation({"a/b": _Corner()}, (images, labels), "multi-class", 2, tmp_path, progress=False)
+    # only the rotated set: the report of before the variants (38 rows, no disk/control blocks)
+    run_rotation_evaluation({"corner": _Corner()}, (images, labels), "multi-class", 2, tmp_path / "full",
+                            progress=False, variants=("full",))  # fmt: skip
+    with open(tmp_path / "full" / "rotation_corner.csv", newline="") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == [r["name"] for r in rows[:38]]
+    only_full = json.loads((tmp_path / "full" / "rotation_summary.json").read_text())
+    assert only_full["variants"] == ["full"] and "disk" not in only_full["models"]["corner"]
+    assert only_full["models"]["corner"]["rotation"] == report["models"]["corner"]["rotation"]
+
+
+# ------------------------------------------------------------------ variants: inscribed disk, turn-and-back control
+def test_inscribed_mask():
+    assert inscribed_mask((5, 5)).int().tolist() == [
+        [0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]
+    ]  # fmt: skip
+    for shape in ((28, 28), (64, 64), (28, 28, 28), (9, 9, 9)):
+        mask = inscribed_mask(shape)
+        assert mask.shape == shape and mask.dtype == torch.bool
+        for dims in [(0, 1)] + ([(1, 2), (0, 2)] if len(shape) == 3 else []):
+            assert torch.equal(mask, mask.rot90(1, dims)) and torch.equal(mask, mask.flip(dims[0]))
+    assert abs(int(inscribed_mask((28, 28)).sum()) - math.pi * 13.5**2) < 30  # about pi r^2, r = 13.5 at 28 px
+    assert abs(int(inscribed_mask((28, 28, 28)).sum()) - 4 / 3 * math.pi * 13.5**3) < 300
+    disk = inscribed_mask((28, 28))
+    assert not disk[0, 0] and not disk[0, 13] and disk[1, 13] and disk[13, 1] and disk[13, 13]
+    wide = inscribed_mask((6, 10))  # the disk of the smaller side, centred
+    assert torch.equal(wide[:, 2:8], inscribed_mask((6, 6))) and not wide[:, :2].any() and not wide[:, 8:].any()
+    with pytest.raises(ValueError, match="2 or 3 positive sizes"):
+        inscribed_mask((5,))
+
+
+def test_variant_specs_2d():
+    specs = rotation_transforms(2, variants=VARIANTS)
+    assert len(specs) == 38 + 2 * 36 and len({s.name for s in specs}) == len(specs)
+    assert [s.variant for s in specs] == ["full"] * 38 + ["disk"] * 36 + ["control"] * 36
+    by_name = {s.name: s for s in specs}
+    assert (by_name["rot_030_control"].kind, by_name["rot_030_control"].angle) == ("angle", 30.0)
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 28, 28)
+    mask = inscribed_mask((28, 28))
+    assert torch.equal(by_name["rot_000_disk"](x), x * mask)  # the disk's 0° is the masked upright image
+    assert torch.equal(by_name["rot_030_disk"](x), by_name["rot_030"](x) * mask)
+    assert torch.equal(by_name["rot_090_disk"](x), torch.rot90(x, 1, (2, 3)) * mask)  # quarter turns stay exact
+    for angle in ("000", "090", "180", "270"):
+        assert torch.equal(by_name[f"rot_{angle}_control"](x), x)  # turned and back exactly: the upright set
+    turned_back = by_name["rot_030_control"](x)
+    assert torch.equal(turned_back, rotate(rotate(x, 30.0), -30.0))
+    # the orientation is kept: close to x inside the disk (blurred twice), unlike the rotated image; corners lost
+    err_back = (turned_back - x)[..., mask].abs().mean()
+    err_turned = (by_name["rot_030"](x) - x)[..., mask].abs().mean()
+    assert err_back < 0.6 * err_turned
+    assert (turned_back[..., 0, 0] == 0).all() and (turned_back[..., 14, 14] != 0).all()
+    assert np.array_equal(by_name["rot_030_control"].matrix, np.eye(2))
+    assert np.array_equal(by_name["rot_030_disk"].matrix, by_name["rot_030"].matrix)
+    assert [s.variant for s in rotation_transforms(2, variants=("control", "full"))].count("disk") == 0
+    for bad in (("disk",), ("full", "blur"), ("full", "full")):
+        with pytest.raises(ValueError, match="variants must be distinct names"):
+            rotation_transforms(2, variants=bad)
+
+
+def test_variant_specs_3d_turn_about_the_rotation_axis():
+    specs = rotation_transforms(3, angles=[0, 45], include_cube=False, include_flips=False, variants=VARIANTS)
+    assert [s.name for s in specs][-6:] == [f"rot_{a}_{g}_control" for a in "xyz" for g in ("000", "045")]
+    by_name = {s.name: s for s in specs}
+    torch.manual_seed(1)
+    x = torch.rand(2, 1, 9, 9, 9)
+    for axis, plane in AXIS_PLANES.items():
+        back = rotate(rotate(x, 45.0, plane), -45.0, plane)
+        assert torch.equal(by_name[f"rot_{axis}_045_control"](x), back)
+        assert torch.equal(by_name[f"rot_{axis}_000_control"](x), x)
+        assert torch.equal(by_name[f"rot_{axis}_045_disk"](x), rotate(x, 45.0, plane) * inscribed_mask((9, 9, 9)))
+    # about x only the (y, z) plane is resampled: a volume constant along x stays constant along x
+    slab = torch.rand(1, 1, 1, 9, 9).expand(1, 1, 9, 9, 9).contiguous()
+    out = by_name["rot_x_045_control"](slab)
+    assert torch.allclose(out, out[:, :, :1].expand_as(out)) and not torch.allclose(out, slab)
+
+
+class _Mean(nn.Module):
+    """Logits from the image mean only (above or below ``threshold``): blind to orientation and to fine detail."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.flatten(1).mean(1) - self.threshold
+        return torch.stack([-m, m], 1) * 100
+
+
+def test_control_of_a_mean_model_is_close_to_upright_and_disk_masks_upright_too():
+    g = torch.Generator().manual_seed(3)
+    labels = torch.arange(64) % 2
+    level = 0.42 + 0.16 * labels.float() + 0.1 * (torch.rand(64, generator=g) - 0.5)  # label 1: brighter
+    # a smooth object inside the inscribed disk: interpolation keeps its mean, nearly
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    bump = torch.exp(-((yy - 13.5) ** 2 + (xx - 13.5) ** 2) / 40)
+    images = (level[:, None, None] * bump)[:, None]
+    model = _Mean(0.5 * float(bump.mean()))
+    specs = rotation_transforms(2, angles=range(0, 360, 30), variants=VARIANTS)
+    rows = evaluate_rotations(model, (images, labels), "binary-class", 2, specs, progress=False)
+    by_name = {r["name"]: r for r in rows}
+    summary = summarize(rows)
+    assert by_name["rot_000_control"] == {**by_name["rot_000"], "name": "rot_000_control", "variant": "control"}
+    assert summary["control"]["acc_0"] == summary["acc_0"] == 1.0  # the control's 0° is the upright set, exactly
+    assert summary["control"]["worst"]["acc"] >= 0.98 and summary["rotation"]["worst"]["acc"] >= 0.98
+    # the same model on flat images whose corners carry their level: the disk's 0° row is the masked upright set
+    flat = level[:, None, None, None].expand(64, 1, 28, 28)
+    model = _Mean(0.5)
+    rows = evaluate_rotations(model, (flat, labels), "binary-class", 2, specs, progress=False)
+    summary = summarize(rows)
+    masked = flat * inscribed_mask((28, 28))
+    expected = evaluate_rotations(model, (masked, labels), "binary-class", 2, specs[:1], progress=False)[0]["acc"]
+    assert summary["disk"]["acc_0"] == expected == 0.5 and summary["acc_0"] == 1.0  # masking darkened every image
+    # losing the corners is what the control measures here: turned 30° and back, the flat images darken too
+    assert {r["name"]: r for r in rows}["rot_030_control"]["acc"] < 0.8
+
+
+def test_summary_variants_of_an_invariant_model():
+    torch.manual_seed(5)
+    images, labels = _data(size=12)
+    specs = rotation_transforms(2, angles=[0, 30, 90, 180], variants=VARIANTS)
+    rows = evaluate_rotations(_PooledPointwise(2), (images, labels), "multi-class", 2, specs, progress=False)
+    by_name = {r["name"]: r for r in rows}
+    assert [r["variant"] for r in rows] == ["full"] * 6 + ["disk"] * 4 + ["control"] * 4
+    for angle in ("090", "180"):  # exact turns: the disk and the control rows repeat their 0° rows
+        assert by_name[f"rot_{angle}_disk"]["auc"] == pytest.approx(by_name["rot_000_disk"]["auc"], abs=1e-12)
+        assert by_name[f"rot_{angle}_control"]["auc"] == by_name["rot_000"]["auc"]
+    summary = summarize(rows)
+    assert summary["disk"]["acc_0"] == by_name["rot_000_disk"]["acc"]
+    assert summary["control"]["acc_0"] == by_name["rot_000"]["acc"] and summary["control"]["n"] == 4
+    assert summary["rotation"]["n"] == 4 and summary["n_transforms"] == 14  # variants stay out of the headline
+    assert summary["rotation"]["first_angle"]["name"] == "rot_030"
+    assert summary["disk"]["first_angle"]["drop_acc"] == pytest.approx(
+        by_name["rot_000_disk"]["acc"] - by_name["rot_030_disk"]["acc"]
+    )
+    assert summary["control"]["drop_acc"] == pytest.approx(
+        by_name["rot_000"]["acc"] - np.mean([by_name[f"rot_{a}_control"]["acc"] for a in ("000", "030", "090", "180")])
+    )
+
+
+def test_plot_has_a_row_of_panels_per_variant(tmp_path):
+    rows = [
+        {**r, "variant": v, "name": f"{r['name']}_{v}"}
+        for v in VARIANTS
+        for r in _rows([0.9, 0.8, 0.7], [0.9, 0.85, 0.8], angles=[0.0, 90.0, 180.0])
+    ]
+    other = [{**r, "acc": r["acc"] - 0.1} for r in rows]
+    fig = plot_robustness({"sre": rows, "resnet": other}, tmp_path / "plot.png")
+    assert len(fig.axes) == 6
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "ACC: rotated test set" and "disk" in titles[2] and "control" in titles[5]
+    assert all(len(ax.get_lines()) == 2 for ax in fig.axes)
+    assert all(ax.get_legend() is not None for ax in fig.axes[1::2])  # each AUC panel names the models
+    assert list(fig.axes[2].get_lines()[1].get_ydata()) == pytest.approx([0.8, 0.7, 0.6, 0.8])
+    width, height = _png_size(tmp_path / "plot.png")
+    assert height > 2.5 * 300 and width >= 800
+    assert len(plot_robustness({"sre": rows[:3]}).axes) == 2  # only the full rows: one row of panels
