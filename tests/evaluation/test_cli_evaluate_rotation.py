@@ -73,7 +73,7 @@ def bundle(tmp_path):
     return root
 
 
-@pytest.mark.slow  # about 60 s: two networks on 38 rotated test sets
+@pytest.mark.slow  # about 100 s: two networks on 38 rotated test sets and 36 turned-and-back ones
 def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
     overrides = {**SMALL, "dataset_dir": str(tmp_path / "data")}
     nets = {"a": _checkpoint(bundle, tmp_path / "a.pt", overrides, 0),
@@ -81,7 +81,7 @@ def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
     out = tmp_path / "report"
     argv = ["evaluate-rotation", "--bundle", str(bundle), "--data-root", str(data_root), "--out", str(out)]
     argv += ["--checkpoint", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--limit", "24", "--batch-size", "16"]
-    argv += ["--no-progress", "--set", *_set(overrides)]
+    argv += ["--no-progress", "--variants", "full", "control", "--set", *_set(overrides)]
     assert main(argv) == 0
     assert "a: ACC@0" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
@@ -93,13 +93,16 @@ def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
     images, labels = load_split("breastmnist", "test", 28, data_root)
     for name, net in nets.items():
         rows = _rows(out / f"rotation_{name}.csv")
-        assert len(rows) == 38 and {r["n"] for r in rows} == {"24"}
+        assert len(rows) == 38 + 36 and {r["n"] for r in rows} == {"24"}
+        assert [r["variant"] for r in rows] == ["full"] * 38 + ["control"] * 36  # --variants: no disk
         acc, auc = _expected(net, images[:24], labels[:24], "binary-class")
         assert float(rows[0]["acc"]) == pytest.approx(acc) and float(rows[0]["auc"]) == pytest.approx(auc)
         rot180 = _expected(net, np.ascontiguousarray(images[:24, ::-1, ::-1]), labels[:24], "binary-class")
         assert float(rows[18]["acc"]) == pytest.approx(rot180[0])  # rot_180 is the exact half turn
     report = json.loads((out / "rotation_summary.json").read_text())
     assert sorted(report["models"]) == ["a", "b"] and report["spatial_dims"] == 2
+    assert report["variants"] == ["full", "control"] and "disk" not in report["models"]["a"]
+    assert report["models"]["a"]["control"]["acc_0"] == pytest.approx(float(_rows(out / "rotation_a.csv")[0]["acc"]))
 
 
 def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
@@ -115,8 +118,12 @@ def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
     assert main(argv) == 0
     bundle_rows = _rows(tmp_path / "eval" / "rotation" / "rotation_sre.csv")
     cli_rows = _rows(tmp_path / "cli" / "rotation_sre.csv")
-    assert len(cli_rows) == 38
-    assert [(r["name"], r["acc"], r["auc"]) for r in cli_rows] == [(r["name"], r["acc"], r["auc"]) for r in bundle_rows]
+    assert len(cli_rows) == 38 + 2 * 36 and {r["variant"] for r in cli_rows} == {"full", "disk", "control"}
+    fields = ("name", "variant", "acc", "auc")
+    assert [tuple(r[k] for k in fields) for r in cli_rows] == [tuple(r[k] for k in fields) for r in bundle_rows]
+    cli_report = json.loads((tmp_path / "cli" / "rotation_summary.json").read_text())["models"]["sre"]
+    bundle_report = json.loads((tmp_path / "eval" / "rotation" / "rotation_summary.json").read_text())["models"]["sre"]
+    assert cli_report == bundle_report and {"disk", "control"} <= set(cli_report)
     metrics = dict(line.split(",") for line in (tmp_path / "eval" / "metrics.csv").read_text().split("\n") if line)
     assert float(metrics["test_acc"]) == pytest.approx(float(cli_rows[0]["acc"]), abs=1e-12)
     assert float(metrics["test_auc"]) == pytest.approx(float(cli_rows[0]["auc"]), abs=1e-12)
