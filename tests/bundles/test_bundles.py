@@ -56,10 +56,11 @@ def _read_csv(path: Path) -> list[dict]:
 @pytest.mark.parametrize(
     "name,image_format,n_transforms,eval_run",
     [
-        ("sre_medmnist_2d", "nifti", 38, []),  # the model zoo's evaluate command: the default "run" id
-        pytest.param("sre_medmnist_2d", "dicom", 38, ["evaluating"], marks=pytest.mark.slow),
-        ("sre_medmnist_3d", "nifti", 3 * 3 + 24 + 3, ["evaluating"]),
-        pytest.param("sre_medmnist_3d", "dicom", 3 * 3 + 24 + 3, [], marks=pytest.mark.slow),
+        # the rotated sets, then the inscribed-disk and turn-and-back variants of every angle (and axis)
+        ("sre_medmnist_2d", "nifti", 38 + 2 * 36, []),  # the model zoo's evaluate command: the default "run" id
+        pytest.param("sre_medmnist_2d", "dicom", 38 + 2 * 36, ["evaluating"], marks=pytest.mark.slow),
+        ("sre_medmnist_3d", "nifti", 3 * 3 + 24 + 3 + 2 * 3 * 3, ["evaluating"]),
+        pytest.param("sre_medmnist_3d", "dicom", 3 * 3 + 24 + 3 + 2 * 3 * 3, [], marks=pytest.mark.slow),
     ],
 )
 def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms, eval_run):
@@ -87,13 +88,18 @@ def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms, eval_r
     rows = _read_csv(bundle / "eval" / "rotation" / "rotation_sre.csv")
     assert len(rows) == n_transforms
     assert all(0.0 <= float(r["acc"]) <= 1.0 for r in rows)
-    # the SRE network is exactly invariant to quarter turns and flips: identical accuracy on those test sets
-    exact = [r for r in rows if r["kind"] in ("flip", "cube") or float(r["angle"]) % 90 == 0]
+    # the SRE network is exactly invariant to quarter turns and flips: identical accuracy on those test sets, and a
+    # quarter turn and back is the upright set; the masked (disk) quarter turns agree among themselves
+    quarter = [r for r in rows if r["kind"] == "angle" and float(r["angle"]) % 90 == 0]
+    exact = [r for r in rows if r["kind"] in ("flip", "cube")] + [r for r in quarter if r["variant"] != "disk"]
     assert len({r["acc"] for r in exact}) == 1, [(r["name"], r["acc"]) for r in exact]
+    disk = [r for r in quarter if r["variant"] == "disk"]
+    assert len(disk) == (4 if "2d" in name else 6) and len({r["acc"] for r in disk}) == 1, disk
     png = (bundle / "eval" / "rotation" / "rotation_robustness.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     summary = json.loads((bundle / "eval" / "rotation" / "rotation_summary.json").read_text())
-    assert set(summary["models"]) == {"sre"}
+    assert set(summary["models"]) == {"sre"} and summary["variants"] == ["full", "disk", "control"]
+    assert summary["models"]["sre"]["disk"]["acc_0"] == float(next(r for r in rows if r["variant"] == "disk")["acc"])
 
 
 @pytest.mark.parametrize("name", ["sre_medmnist_2d", "sre_medmnist_3d"])
