@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"keys of MODELS ({', '.join(MODELS)}) or NAME=BASE --key value ... (quoted)")
     parser.add_argument("--image-size", type=int, default=28, choices=[28, 64], help="MedMNIST image size")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets OMP_NUM_THREADS = cores // jobs unless OMP_NUM_THREADS is set)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs in parallel (each gets OMP_NUM_THREADS = cores // jobs unless OMP_NUM_THREADS is set)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per bundle command")
     parser.add_argument("--summarize-only", action="store_true",
                         help="only tabulate and plot the runs already finished under --out")
