@@ -64,107 +64,39 @@ def _args_evaluate_rotation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-_SPLIT_KEYS = {"train": "training", "val": "validation", "test": "test"}
-
-
-def _evaluate_rotation_parser(bundle: str, config: str, overrides: dict):
-    """The bundle config with ``overrides`` (``--set``, ``--flag``, ``--size``, ``--data-root``, ``--limit``)."""
-    from pathlib import Path
-
-    from monai.bundle import ConfigParser
-
-    config_file = Path(bundle) / config
-    if not config_file.is_file():
-        raise FileNotFoundError(f"bundle config {config_file} not found (--bundle {bundle}, --config {config})")
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(Path(bundle).resolve())
-    for key, value in overrides.items():
-        parser[key] = value
-    return parser
-
-
-def _evaluate_rotation_network(parser, network_id: str, checkpoint: str):
-    """Build ``network_id`` and load ``checkpoint`` into it, checked against the config's input contract."""
-    from monai_sre.io.checkpoints import load_weights
-
-    if network_id not in parser:
-        raise ValueError(f"the bundle config defines no '{network_id}' (--network-id)")
-    net = parser.get_parsed_content(network_id, instantiate=True, lazy=False)  # a new network per checkpoint
-    contract = parser.get_parsed_content("input_contract") if "input_contract" in parser else None
-    load_weights(net, checkpoint, contract=contract)
-    return net
+# How the errors of evaluate_bundle_checkpoints name its arguments: as the options of this command.
+_EVALUATE_ROTATION_OPTIONS = {
+    "bundles": "--bundle", "checkpoints": "--checkpoint", "names": "--name", "config": "--config",
+    "network_ids": "--network-id", "out": "--out", "limit": "--limit", "split": "--split",
+}  # fmt: skip
 
 
 def _run_evaluate_rotation(args: argparse.Namespace) -> int:
     """Read the split through the bundle's datalist and validation transforms, as ``run evaluating`` does."""
-    import json
     from pathlib import Path
 
-    from monai_sre.evaluation.rotation import run_rotation_evaluation
+    from monai_sre.evaluation.bundle_evaluation import evaluate_bundle_checkpoints
 
-    n = len(args.checkpoint)
-    for option, values in (("--bundle", args.bundle), ("--network-id", args.network_id)):
-        if len(values) not in (1, n):
-            raise ValueError(f"{option} takes 1 value or one per checkpoint ({n}), got {len(values)}")
-    for bundle in args.bundle:
-        if not (Path(bundle) / args.config).is_file():
-            raise FileNotFoundError(f"bundle config {Path(bundle) / args.config} not found (--bundle, --config)")
-    for checkpoint in args.checkpoint:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-    out = Path(args.out).resolve()
-    existing = next(p for p in (out, *out.parents) if p.exists())  # missing folders are created for the report
-    if not existing.is_dir():
-        raise ValueError(f"--out {args.out}: cannot create the report folder there ({existing} is not a folder)")
-    names = args.name or [Path(c).stem for c in args.checkpoint]
-    if len(names) != n or len(set(names)) != n:
-        raise ValueError(f"--name takes {n} distinct names (one per checkpoint), got {names}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
-    overrides: dict = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects ID=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key] = text
-    # The network and the data follow the dataset the user chose, through the bundle's plain config ids.
+    overrides = _parse_set(args.set)
     for key, value in (("flag", args.flag), ("image_size", args.size), ("data_root", args.data_root),
-                       ("max_samples", args.limit), ("batch_size", args.batch_size)):  # fmt: skip
+                       ("batch_size", args.batch_size)):  # fmt: skip
         if value is not None:
             overrides[key] = value
-    overrides["validate#data_list_key"] = _SPLIT_KEYS[args.split]
-    parsers = [_evaluate_rotation_parser(bundle, args.config, overrides) for bundle in args.bundle]
-    first = parsers[0]
-    for needed in ("flag", "task", "spatial_dims", "validate#dataloader"):
-        try:
-            found = needed in first
-        except KeyError:  # a missing parent id ('validate')
-            found = False
-        if not found:
-            raise ValueError(f"the config {args.config} of {args.bundle[0]} defines no '{needed}'; expected a bundle "
-                             "training config (the datalist and validation transforms come from it)")  # fmt: skip
-    if "initialize" in first:  # the bundle's own checks of its settings and its export of the split (datalist)
-        first.get_parsed_content("initialize")
-    flag, size = first.get_parsed_content("flag"), first.get_parsed_content("image_size")
-    models = {}
-    for i, (name, checkpoint) in enumerate(zip(names, args.checkpoint, strict=True)):
-        parser, network_id = parsers[i % len(parsers)], args.network_id[i % len(args.network_id)]
-        models[name] = _evaluate_rotation_network(parser, network_id, checkpoint)
-    summaries = run_rotation_evaluation(
-        models,
-        first.get_parsed_content("validate#dataloader"),
-        first.get_parsed_content("task"),
-        first.get_parsed_content("spatial_dims"),
-        args.out,
+    summaries = evaluate_bundle_checkpoints(
+        args.bundle,
+        args.checkpoint,
+        out=args.out,
+        names=args.name,
+        config=args.config,
+        network_ids=args.network_id,
+        overrides=overrides,
+        split=args.split,
+        limit=args.limit,
         interpolation=args.interpolation,
         variants=args.variants,
         device=args.device,
         progress=not args.no_progress,
-        title=f"{flag} ({size}), {args.split} split: rotation robustness ({args.interpolation})",
+        argument_names=_EVALUATE_ROTATION_OPTIONS,
     )
     for name, s in summaries.items():
         r = s["rotation"]
@@ -175,6 +107,22 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
         )
     print(f"report written to {Path(args.out).resolve()}")
     return 0
+
+
+def _parse_set(items: Sequence[str]) -> dict:
+    """``--set ID=VALUE ...`` as ``{ID: VALUE}``, VALUE parsed as JSON, else kept as text."""
+    import json
+
+    overrides: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects ID=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
 
 
 def _evaluate_rotation_fmt(value: float | None) -> str:

@@ -5,12 +5,14 @@
 """Evaluation: MedMNIST ACC/AUC (functions and ignite metrics) and rotation-robustness reports.
 
 Modules: :mod:`.metrics` (ACC/AUC), :mod:`.rotated_sets` (rotated and flipped test sets), :mod:`.robustness`
-(evaluation and summary), :mod:`.report` (CSV, JSON, plot). The exact cube and square symmetries come from
+(evaluation and summary), :mod:`.report` (CSV, JSON, plot), :mod:`.bundle_evaluation` (trained checkpoints of a bundle,
+read through its datalist and validation transforms). The exact cube and square symmetries come from
 :mod:`monai_sre.transforms.symmetry`, the group the rotation check of :mod:`monai_sre.inference` uses too.
 """
 
 from __future__ import annotations
 
+from monai_sre.evaluation.bundle_evaluation import evaluate_bundle_checkpoints
 from monai_sre.evaluation.metrics import (
     TASKS,
     MedMNISTACC,
@@ -46,6 +48,7 @@ __all__ = [
     "inscribed_mask",
     "RotationSpec",
     "cube_rotations",
+    "evaluate_bundle_checkpoints",
     "evaluate_rotations",
     "plot_robustness",
     "rotate",

@@ -7,77 +7,27 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 from monai_sre.cli import main
 from monai_sre.data.medmnist import load_split
-from monai_sre.evaluation.metrics import medmnist_acc, medmnist_auc, scores_from_logits
+from tests.evaluation.bundle_checkpoints import SMALL, bundle_parser, expected_metrics, read_rows, save_checkpoint
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "sre_medmnist_2d"
-# a small SRE network of the bundle's recipe, so that 38 rotated test sets take seconds
-SMALL = {"arch": "resnet10", "widen_factor": 0.125, "kernel_size": [5, 5, 3, 3]}
 
 
 def _set(values: dict) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
-def _parser(bundle: Path, overrides: dict, configs: tuple[str, ...] = ("train.json",)) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / c) for c in configs])
-    parser["bundle_root"] = str(bundle)
-    for k, v in overrides.items():
-        parser[k] = v
-    return parser
-
-
-def _checkpoint(bundle: Path, path: Path, overrides: dict, seed: int, nested: bool = True) -> torch.nn.Module:
-    """A seeded network of the bundle's recipe saved as the bundle saves it (weights and input contract)."""
-    parser = _parser(bundle, overrides)
-    torch.manual_seed(seed)
-    net = parser.get_parsed_content("network_def")
-    contract = parser.get_parsed_content("input_contract").to_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": net.state_dict(), "input_contract": contract} if nested else net.state_dict(), path)
-    return net.eval()
-
-
-def _expected(
-    net: torch.nn.Module, images: np.ndarray, labels: np.ndarray, task: str, batch: int = 16
-) -> tuple[float, float]:
-    """ACC/AUC of the npz images scaled 0-255 to 0-1 (what the training transforms give), in the CLI's batches."""
-    x = torch.from_numpy(images).float() / 255
-    x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
-    with torch.no_grad():
-        scores = scores_from_logits(torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]), task)
-    return medmnist_acc(labels, scores, task), medmnist_auc(labels, scores, task)
-
-
-def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.fixture()
-def bundle(tmp_path):
-    root = tmp_path / "bundle"
-    shutil.copytree(BUNDLE / "configs", root / "configs")
-    return root
-
-
 @pytest.mark.slow  # about 100 s: two networks on 38 rotated test sets and 36 turned-and-back ones
 def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
     overrides = {**SMALL, "dataset_dir": str(tmp_path / "data")}
-    nets = {"a": _checkpoint(bundle, tmp_path / "a.pt", overrides, 0),
-            "b": _checkpoint(bundle, tmp_path / "b.pt", overrides, 1, nested=False)}  # fmt: skip
+    nets = {"a": save_checkpoint(bundle, tmp_path / "a.pt", overrides, 0),
+            "b": save_checkpoint(bundle, tmp_path / "b.pt", overrides, 1, nested=False)}  # fmt: skip
     out = tmp_path / "report"
     argv = ["evaluate-rotation", "--bundle", str(bundle), "--data-root", str(data_root), "--out", str(out)]
     argv += ["--checkpoint", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--limit", "24", "--batch-size", "16"]
@@ -92,32 +42,33 @@ def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
     assert len(datalist["test"]) == 24 and datalist["format"] == "nifti"
     images, labels = load_split("breastmnist", "test", 28, data_root)
     for name, net in nets.items():
-        rows = _rows(out / f"rotation_{name}.csv")
+        rows = read_rows(out / f"rotation_{name}.csv")
         assert len(rows) == 38 + 36 and {r["n"] for r in rows} == {"24"}
         assert [r["variant"] for r in rows] == ["full"] * 38 + ["control"] * 36  # --variants: no disk
-        acc, auc = _expected(net, images[:24], labels[:24], "binary-class")
+        acc, auc = expected_metrics(net, images[:24], labels[:24], "binary-class")
         assert float(rows[0]["acc"]) == pytest.approx(acc) and float(rows[0]["auc"]) == pytest.approx(auc)
-        rot180 = _expected(net, np.ascontiguousarray(images[:24, ::-1, ::-1]), labels[:24], "binary-class")
+        rot180 = expected_metrics(net, np.ascontiguousarray(images[:24, ::-1, ::-1]), labels[:24], "binary-class")
         assert float(rows[18]["acc"]) == pytest.approx(rot180[0])  # rot_180 is the exact half turn
     report = json.loads((out / "rotation_summary.json").read_text())
     assert sorted(report["models"]) == ["a", "b"] and report["spatial_dims"] == 2
     assert report["variants"] == ["full", "control"] and "disk" not in report["models"]["a"]
-    assert report["models"]["a"]["control"]["acc_0"] == pytest.approx(float(_rows(out / "rotation_a.csv")[0]["acc"]))
+    acc_0 = float(read_rows(out / "rotation_a.csv")[0]["acc"])
+    assert report["models"]["a"]["control"]["acc_0"] == pytest.approx(acc_0)
 
 
 def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
     """The same checkpoint gives the same numbers through the CLI and through the bundle's ``run evaluating``."""
     overrides = {**SMALL, "dataset_dir": str(tmp_path / "data"), "max_samples": 16, "data_root": str(data_root)}
-    _checkpoint(bundle, tmp_path / "run" / "model.pt", overrides, 3)
-    evaluating = _parser(bundle, {**overrides, "ckpt_dir": str(tmp_path / "run"), "output_dir": str(tmp_path / "eval"),
-                                  "device": "$torch.device('cpu')"}, ("train.json", "evaluate.json"))  # fmt: skip
+    save_checkpoint(bundle, tmp_path / "run" / "model.pt", overrides, 3)
+    run = {"ckpt_dir": str(tmp_path / "run"), "output_dir": str(tmp_path / "eval"), "device": "$torch.device('cpu')"}
+    evaluating = bundle_parser(bundle, {**overrides, **run}, ("train.json", "evaluate.json"))
     evaluating.get_parsed_content("initialize")  # the bundle's export, then its evaluation
     evaluating.get_parsed_content("evaluating")
     argv = ["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(tmp_path / "run" / "model.pt")]
     argv += ["--name", "sre", "--out", str(tmp_path / "cli"), "--no-progress", "--set", *_set(overrides)]
     assert main(argv) == 0
-    bundle_rows = _rows(tmp_path / "eval" / "rotation" / "rotation_sre.csv")
-    cli_rows = _rows(tmp_path / "cli" / "rotation_sre.csv")
+    bundle_rows = read_rows(tmp_path / "eval" / "rotation" / "rotation_sre.csv")
+    cli_rows = read_rows(tmp_path / "cli" / "rotation_sre.csv")
     assert len(cli_rows) == 38 + 2 * 36 and {r["variant"] for r in cli_rows} == {"full", "disk", "control"}
     fields = ("name", "variant", "acc", "auc")
     assert [tuple(r[k] for k in fields) for r in cli_rows] == [tuple(r[k] for k in fields) for r in bundle_rows]
@@ -132,15 +83,15 @@ def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
 @pytest.mark.slow
 def test_evaluate_rotation_rgb_flag_override(bundle, tmp_path, data_root):
     overrides = {**SMALL, "flag": "retinamnist", "dataset_dir": str(tmp_path / "data")}
-    net = _checkpoint(bundle, tmp_path / "rgb.pt", overrides, 1)
+    net = save_checkpoint(bundle, tmp_path / "rgb.pt", overrides, 1)
     argv = ["evaluate-rotation", "--bundle", str(bundle), "--checkpoint", str(tmp_path / "rgb.pt")]
     argv += ["--flag", "retinamnist", "--data-root", str(data_root), "--out", str(tmp_path / "out")]
     argv += ["--limit", "30", "--interpolation", "nearest", "--no-progress", "--set", *_set(SMALL)]
     argv += [f"dataset_dir={tmp_path / 'data'}"]
     assert main(argv) == 0
-    rows = _rows(tmp_path / "out" / "rotation_rgb.csv")
+    rows = read_rows(tmp_path / "out" / "rotation_rgb.csv")
     images, labels = load_split("retinamnist", "test", 28, data_root)
-    acc, _ = _expected(net, images[:30], labels[:30], "ordinal-regression")
+    acc, _ = expected_metrics(net, images[:30], labels[:30], "ordinal-regression")
     assert float(rows[0]["acc"]) == pytest.approx(acc)
     report = json.loads((tmp_path / "out" / "rotation_summary.json").read_text())
     assert report["task"] == "ordinal-regression" and report["interpolation"] == "nearest"
@@ -148,8 +99,8 @@ def test_evaluate_rotation_rgb_flag_override(bundle, tmp_path, data_root):
 
 def test_evaluate_rotation_bad_input(bundle, tmp_path, data_root, capsys):
     overrides = {**SMALL, "dataset_dir": str(tmp_path / "data")}
-    _checkpoint(bundle, tmp_path / "small.pt", overrides, 0)
-    _checkpoint(bundle, tmp_path / "wide.pt", {**overrides, "widen_factor": 0.25}, 0)
+    save_checkpoint(bundle, tmp_path / "small.pt", overrides, 0)
+    save_checkpoint(bundle, tmp_path / "wide.pt", {**overrides, "widen_factor": 0.25}, 0)
     other = torch.load(tmp_path / "small.pt", weights_only=True)
     other["input_contract"]["image_size"] = 64
     torch.save(other, tmp_path / "other_contract.pt")
