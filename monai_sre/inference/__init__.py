@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-from monai_sre.inference.dicom_series import DicomSeriesReader, order_series_slices
+from monai_sre.data.dicom_series import DicomSeriesReader, order_series_slices
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.engine import ClinicalDataset, InputsFailedError, PredictionWriter
 from monai_sre.inference.predict import LoadedBundle, file_sha256, load_bundle, predict, predict_with_model
 from monai_sre.inference.results import write_predictions
 from monai_sre.inference.rotation_check import grid_symmetries, symmetry_spread
-from monai_sre.inference.volumes import (
+from monai_sre.transforms.clinical import (
     ClinicalPreprocessingConfig,
     ConformImaged,
     CropRoid,

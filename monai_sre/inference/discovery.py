@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from monai_sre.inference.dicom_series import is_image_header, is_nifti_path, read_dicom_header
+from monai_sre.data.dicom_series import is_image_header, is_nifti_path, read_dicom_header
 
 __all__ = ["ClinicalInput", "discover_inputs"]
 

@@ -6,7 +6,7 @@
 
 :class:`ClinicalDataset` turns paths (NIfTI files, DICOM files, DICOM series folders, folders of studies) into one
 item per image or series, loaded and preprocessed by the same code as ``monai-sre predict``
-(:func:`~monai_sre.inference.volumes.clinical_loader` and :func:`~monai_sre.inference.volumes.clinical_transforms`).
+(:func:`~monai_sre.transforms.clinical.clinical_loader` and :func:`~monai_sre.transforms.clinical.clinical_transforms`).
 An input that cannot be read or preprocessed still yields an item, with a blank image and the reason, so that one
 bad input never stops a ``SupervisedEvaluator`` run. :class:`PredictionWriter` collects the evaluator's
 probabilities and writes one CSV (or JSON) row per input, with the columns of ``monai-sre predict --output``.
@@ -28,7 +28,7 @@ from monai.data import Dataset
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.predict import error_reason, original_geometry
 from monai_sre.inference.results import probability_value, write_predictions
-from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
+from monai_sre.transforms.clinical import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 from monai_sre.io.files import escape_undecodable
 
 __all__ = ["ClinicalDataset", "PredictionWriter", "InputsFailedError"]
@@ -56,7 +56,7 @@ class ClinicalDataset(Dataset):
         input_key: key of the input's JSON description in each item.
         transform: the transforms from a loaded image to the model's input (a bundle's top-level
             ``preprocessing``); ``None`` builds them from ``preprocessing`` with
-            :func:`~monai_sre.inference.volumes.clinical_transforms` (``load=False``). Loading stays here, so that
+            :func:`~monai_sre.transforms.clinical.clinical_transforms` (``load=False``). Loading stays here, so that
             a file that fails to load gets its row.
 
     Raises:

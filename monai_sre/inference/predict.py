@@ -14,7 +14,7 @@ Bundle contract:
   ...}``) and ``input_contract`` (a :class:`~monai_sre.transforms.contract.InputContract`, e.g.
   ``"$monai_sre.transforms.medmnist_contract(2, 28, 1)"``): the preprocessing follows the contract, so an image of
   the training kind gets exactly the training mapping. It may define ``clinical_preprocessing``: run options and
-  other fields of :class:`~monai_sre.inference.volumes.ClinicalPreprocessingConfig` (references such as
+  other fields of :class:`~monai_sre.transforms.clinical.ClinicalPreprocessingConfig` (references such as
   ``"@image_size"`` work).
 * Without ``input_contract``, missing fields come from ``metadata.json``: ``network_data_format.inputs.image``
   (``spatial_shape`` gives ``spatial_dims`` and ``image_size``, ``num_channels`` gives ``in_channels``); class
@@ -47,7 +47,7 @@ from monai.data.utils import affine_to_spacing
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.results import probability_value
 from monai_sre.inference.rotation_check import symmetry_spread
-from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
+from monai_sre.transforms.clinical import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 from monai_sre.io.checkpoints import file_sha256, load_weights
 from monai_sre.transforms.contract import InputContract
 

@@ -3,12 +3,24 @@
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Transforms shared by training, evaluation and inference: the input contract of a model and the MONAI transforms
-built from it (:mod:`.contract`), the symmetry groups of the grid (:mod:`.symmetry`) and the bundles' training-time
-augmentation (:mod:`.augmentation`)."""
+built from it (:mod:`.contract`), the clinical preprocessing of NIfTI files and DICOM series configured by it
+(:mod:`.clinical`), the symmetry groups of the grid (:mod:`.symmetry`) and the bundles' training-time augmentation
+(:mod:`.augmentation`)."""
 
 from __future__ import annotations
 
 from monai_sre.transforms.augmentation import AUGMENTATIONS, training_augmentation
+from monai_sre.transforms.clinical import (
+    ClinicalPreprocessingConfig,
+    ConformImaged,
+    CropRoid,
+    GridSpacingd,
+    ModalityIntensityd,
+    ResizeToGridd,
+    SpacingGuardd,
+    clinical_loader,
+    clinical_transforms,
+)
 from monai_sre.transforms.contract import (
     INTENSITY_RULES,
     ContractIntensityd,
@@ -34,11 +46,20 @@ __all__ = [
     "AUGMENTATIONS",
     "AXIS_PLANES",
     "INTENSITY_RULES",
+    "ClinicalPreprocessingConfig",
+    "ConformImaged",
     "ContractIntensityd",
+    "CropRoid",
+    "GridSpacingd",
     "GridSymmetry",
     "InputContract",
+    "ModalityIntensityd",
+    "ResizeToGridd",
+    "SpacingGuardd",
     "StoredTypeNibabelReader",
     "axis_flip",
+    "clinical_loader",
+    "clinical_transforms",
     "contract_loader",
     "cube_rotations",
     "grid_group",

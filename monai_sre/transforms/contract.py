@@ -7,7 +7,7 @@
 A bundle states its :class:`InputContract` once (``"input_contract"`` in its configs, built by
 :func:`medmnist_contract`); training, validation, the bundle evaluation, ``monai-sre evaluate-rotation`` (the
 :func:`training_transforms` of this module), ``run inferring`` and ``monai-sre predict`` (the clinical pipeline of
-:mod:`monai_sre.inference.volumes`, configured by the same contract) build their transforms from it. The contract
+:mod:`monai_sre.transforms.clinical`, configured by the same contract) build their transforms from it. The contract
 is saved in every checkpoint the bundle writes and stated in ``metadata.json``; a checkpoint trained with another
 contract is refused (:mod:`monai_sre.io.checkpoints`).
 

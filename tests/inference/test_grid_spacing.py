@@ -18,7 +18,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Spacingd
 
-from monai_sre.inference.volumes import (
+from monai_sre.transforms.clinical import (
     MAX_RESAMPLED_VOXELS,
     ClinicalPreprocessingConfig,
     GridSpacingd,

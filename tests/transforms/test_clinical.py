@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from monai_sre.data.dicom import write_dicom_image, write_dicom_series
-from monai_sre.inference.volumes import ClinicalPreprocessingConfig, clinical_transforms
+from monai_sre.transforms.clinical import ClinicalPreprocessingConfig, clinical_transforms
 from tests.inference.clinical_data import NIBABEL_DATA
 
 pytestmark = pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")

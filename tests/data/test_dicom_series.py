@@ -15,7 +15,7 @@ import pytest
 from monai.transforms import LoadImage
 
 from monai_sre.data.dicom import write_dicom_series
-from monai_sre.inference.dicom_series import (
+from monai_sre.data.dicom_series import (
     DicomSeriesReader,
     is_image_header,
     order_series_slices,
@@ -116,7 +116,7 @@ def test_reader_leaves_nifti_to_other_readers():
 def test_pixel_data_length_allows_even_padding_and_counts_packed_bits():
     from pydicom.dataset import Dataset
 
-    from monai_sre.inference.dicom_series import check_pixel_data_length
+    from monai_sre.data.dicom_series import check_pixel_data_length
 
     ds = Dataset()
     ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 3, 3, 8, 1
