@@ -92,6 +92,7 @@ _PIXEL_DATA = 0x7FE00010
 _MEDIA_SOP_INSTANCE_UID = 0x00020003
 
 
+# Safe module-level memo: a pure function of a float that returns an immutable string.
 @functools.lru_cache(maxsize=4096)
 def _ds_str(value: float) -> str:
     """A Decimal String value that fits the 16-character DS limit, as pydicom writes it."""
@@ -308,6 +309,8 @@ class _Template:
             f.write(data)
 
 
+# Safe module-level memo: a pure function of hashable arguments; a _Template is never changed after __init__ (the
+# pydicom encoder deep-copies its dataset before filling a file in).
 @functools.lru_cache(maxsize=16)
 def _template(encoder: str, *args) -> _Template:
     """The cached ``_Template`` for ``_constant_dataset(*args)`` (the pixel VR is ``args[3][2]``) and ``encoder``."""

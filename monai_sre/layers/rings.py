@@ -156,6 +156,7 @@ def ring_index(
     return _ring_index(size, None if num_rings is None else int(num_rings)).clone()
 
 
+# Safe module-level memo: a pure function of hashable arguments, and callers only ever get a clone of the tensor.
 @lru_cache(maxsize=64)
 def _ring_index(size: tuple[int, ...], num_rings: int | None) -> torch.Tensor:
     n_default = num_rings_default(size, len(size))
