@@ -226,7 +226,7 @@ def _recipe(record: dict) -> dict:
 def _params(record: dict) -> int:
     """Parameters of the network a run trained (its model type, size and overrides)."""
     from monai_sre.data import dataset_info
-    from monai_sre.networks import medmnist_classifier
+    from monai_sre.recipes import medmnist_classifier
 
     info = dataset_info(record["flag"], int(record.get("image_size", 28)))
     cfg = _recipe(record)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from monai_sre.data import FORMATS, MedMNISTInfo, available_flags, available_sizes, dataset_info
-from monai_sre.networks.classifier import ARCHS, MODEL_TYPES
 from monai_sre.optim import LR_SCHEDULES, OPTIMIZERS
+from monai_sre.recipes import ARCHS, MODEL_TYPES
 from monai_sre.transforms.augmentation import AUGMENTATIONS
 
 __all__ = ["BundleSettingError", "CHECKS", "check_bundle_settings"]

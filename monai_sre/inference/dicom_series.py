@@ -10,22 +10,5 @@ writer, so that the clinical loader of :mod:`monai_sre.transforms.clinical` can 
 
 from __future__ import annotations
 
-from monai_sre.data.dicom_series import (
-    DicomSeriesReader,
-    check_one_modality,
-    check_pixel_data_length,
-    is_image_header,
-    is_nifti_path,
-    order_series_slices,
-    read_dicom_header,
-)
-
-__all__ = [
-    "is_nifti_path",
-    "read_dicom_header",
-    "is_image_header",
-    "check_pixel_data_length",
-    "check_one_modality",
-    "order_series_slices",
-    "DicomSeriesReader",
-]
+from monai_sre.data.dicom_series import *  # noqa: F401,F403 (every public name of the new home)
+from monai_sre.data.dicom_series import __all__  # noqa: F401

@@ -10,30 +10,5 @@ configured by. Import from there, or from :mod:`monai_sre.transforms`.
 
 from __future__ import annotations
 
-from monai_sre.transforms.clinical import (
-    MAX_MATERIALISED_VOXELS,
-    MAX_RESAMPLED_VOXELS,
-    ClinicalPreprocessingConfig,
-    ConformImaged,
-    CropRoid,
-    GridSpacingd,
-    ModalityIntensityd,
-    ResizeToGridd,
-    SpacingGuardd,
-    clinical_loader,
-    clinical_transforms,
-)
-
-__all__ = [
-    "ClinicalPreprocessingConfig",
-    "clinical_loader",
-    "clinical_transforms",
-    "ConformImaged",
-    "ModalityIntensityd",
-    "CropRoid",
-    "ResizeToGridd",
-    "SpacingGuardd",
-    "GridSpacingd",
-    "MAX_RESAMPLED_VOXELS",
-    "MAX_MATERIALISED_VOXELS",
-]
+from monai_sre.transforms.clinical import *  # noqa: F401,F403 (every public name of the new home)
+from monai_sre.transforms.clinical import __all__  # noqa: F401

@@ -2,18 +2,18 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""SRE networks: SREResNet and its builders, SRE segmentation networks (``sre_basic_unet``, ``sre_unet``); the
-MedMNIST recipe names stay importable from here."""
+"""SRE networks: SREResNet and its builders, SRE segmentation networks (``sre_basic_unet``, ``sre_unet``).
+
+The MedMNIST recipe names that lived here (``medmnist_classifier``, ``checkpoint_name``, ``load_trained_classifiers``,
+``MODEL_TYPES``, ``check_checkpoint``) stay importable from here, but are resolved only when asked for: the recipe
+(:mod:`monai_sre.recipes`) sits above the networks it builds, so importing the networks never imports it.
+"""
 
 from __future__ import annotations
 
-from monai_sre.networks.classifier import (
-    MODEL_TYPES,
-    check_checkpoint,
-    checkpoint_name,
-    load_trained_classifiers,
-    medmnist_classifier,
-)
+import importlib
+from typing import Any
+
 from monai_sre.networks.sre_resnet import (
     SREResNet,
     SREResNetBlock,
@@ -49,3 +49,23 @@ __all__ = [
     "sre_basic_unet",
     "sre_unet",
 ]
+
+# Old public names of this package and the modules that now hold them (see the module docstring).
+_MOVED = {
+    "MODEL_TYPES": "monai_sre.recipes",
+    "checkpoint_name": "monai_sre.recipes",
+    "load_trained_classifiers": "monai_sre.recipes",
+    "medmnist_classifier": "monai_sre.recipes",
+    "check_checkpoint": "monai_sre.io.checkpoints",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the MedMNIST recipe names that moved to :mod:`monai_sre.recipes` (PEP 562), on first use.
+
+    Raises:
+        AttributeError: for any other name, as for a plain module.
+    """
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MOVED[name]), name)

@@ -87,7 +87,8 @@ def _bad_calls(bundle: Path, tmp: Path) -> list[tuple[str, dict, type[Exception]
         ("missing config", {"bundles": tmp}, FileNotFoundError,
          f"bundle config {tmp / 'configs' / 'train.json'} not found (bundles {tmp}, config configs/train.json)"),
         ("out below a file", {"out": tmp / "blocker" / "report"}, ValueError,
-         f"out {tmp / 'blocker' / 'report'}: cannot create the report folder there ({tmp / 'blocker'} is not a folder)"),
+         f"out {tmp / 'blocker' / 'report'}: cannot create the report folder there "
+         f"({tmp / 'blocker'} is not a folder)"),
         ("repeated names", {**two, "names": ["m", "m"]}, ValueError,
          "names takes 2 distinct names (one per checkpoint), got ['m', 'm']"),
         ("too few names", {**two, "names": ["m"]}, ValueError, "names takes 2 distinct names"),

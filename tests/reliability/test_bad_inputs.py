@@ -27,7 +27,8 @@ from monai_sre.cli import main
 from monai_sre.data import ExportError, MedMNISTChecksumError, export_medmnist, load_datalist, load_split
 from monai_sre.evaluation import run_rotation_evaluation
 from monai_sre.inference import DicomSeriesReader, load_bundle, predict, write_predictions
-from monai_sre.networks import check_checkpoint, medmnist_classifier
+from monai_sre.io.checkpoints import check_checkpoint
+from monai_sre.recipes import medmnist_classifier
 from tests.inference.clinical_data import make_bundle
 from tests.reliability.bad_inputs import make_bad_inputs
 from tests.reliability.bundle_runs import REPO, TINY, Job, copy_bundle, run_jobs

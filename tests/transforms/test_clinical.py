@@ -167,3 +167,20 @@ def test_inputs_the_model_cannot_take_are_rejected_by_name(tmp_path, case, spati
         _run(path, spatial_dims=spatial_dims)
     assert isinstance(info.value.__cause__, ValueError)
     assert __import__("re").search(message, str(info.value.__cause__))
+
+
+def test_former_inference_paths_give_the_same_objects():
+    """``monai_sre.inference.volumes`` and ``.dicom_series`` keep every public name of the modules that now hold them."""
+    import monai_sre.data.dicom_series as reader
+    import monai_sre.inference as inference
+    import monai_sre.inference.dicom_series as old_reader
+    import monai_sre.inference.volumes as old_clinical
+    import monai_sre.transforms as transforms
+    import monai_sre.transforms.clinical as clinical
+
+    assert "SpacingGuardd" in clinical.__all__ and "DicomSeriesReader" in reader.__all__
+    for old, new in ((old_clinical, clinical), (old_reader, reader)):
+        assert old.__all__ == new.__all__
+        assert all(getattr(old, name) is getattr(new, name) for name in new.__all__)
+    assert inference.clinical_transforms is transforms.clinical_transforms is clinical.clinical_transforms
+    assert inference.DicomSeriesReader is reader.DicomSeriesReader
