@@ -190,6 +190,37 @@ def test_scripts_run_the_suite(script):
     assert f"{script}: error: --repeats must be >= 1, got 0" in done.stderr
 
 
+def test_ring_ab_compares_the_ring_ops_of_a_revision_with_the_checkout(monkeypatch):
+    monkeypatch.syspath_prepend(str(_BENCHMARKS))  # the script imports the suite from its own folder
+    import ring_ab
+
+    import monai_sre.layers.sre_conv as sre_conv
+    from monai_sre.layers import ring_ops
+
+    base = ring_ab.load_base_ring_ops("HEAD")
+    assert base is not ring_ops and base.__name__ == "ring_ops_HEAD"
+    with pytest.raises(RuntimeError, match="no-such-revision"):
+        ring_ab.load_base_ring_ops("no-such-revision")
+    seen = []
+    steps = {"a": lambda: seen.append(("a", sre_conv.ring_conv_forward)), "b": lambda: seen.append(("b", None))}
+    ticks = iter(range(1000))
+    result = ring_ab.compare(steps, {"old": base, "new": ring_ops}, 3, clock=lambda: float(next(ticks)))
+    assert set(result) == {"a", "b"} and all(set(m) == {"old", "new"} for m in result.values())
+    assert all(t == 1.0 for m in result.values() for t in m.values())  # each timed call spans one tick
+    # step by step: warm-ups, then rounds alternating the order, each call with its variant's operator
+    forwards = [f for s, f in seen if s == "a"]
+    old, new = base.ring_conv_forward, ring_ops.ring_conv_forward
+    assert forwards == [old, new, old, new, new, old, old, new]
+    assert [s for s, _ in seen] == ["a"] * 8 + ["b"] * 8
+    assert sre_conv.ring_conv_forward is new  # the checkout's operator is back in place
+
+
+def test_ring_ab_rejects_bad_arguments():
+    done = subprocess.run([sys.executable, str(_BENCHMARKS / "ring_ab.py"), "--repeats", "0"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert "ring_ab.py: error: --repeats must be >= 1, got 0" in done.stderr
+
 def test_benchmarks_are_not_in_the_installed_package():
     # Benchmark tooling (third-party networks, /proc, subprocesses) lives in benchmarks/, not in monai_sre.
     import monai_sre
