@@ -60,6 +60,18 @@ class _Operands:
         return ring_conv_forward(x, self.weight, self.bias, self.filters(x.shape[1]), self.paddings, self.bands,
                                  self.stride, self.dilation, self.groups, budget)
 
+    def assert_autograd_equals_dense(self, x: torch.Tensor, budget: int) -> None:
+        """:class:`RingDecomposedConv` gives the dense output and the dense gradients of input, weight and bias."""
+        leaves = [t.clone().requires_grad_() for t in (x, self.weight, self.bias)]
+        y = RingDecomposedConv.apply(*leaves, self.filters(x.shape[1]), self.filters(self.weight.shape[0]),
+                                     self.paddings, self.bands, self.stride, self.dilation, self.groups, budget)
+        reference = [t.clone().requires_grad_() for t in (x, self.weight, self.bias)]
+        y_ref = self.dense(*reference)
+        torch.testing.assert_close(y, y_ref)
+        g = torch.randn_like(y)
+        for a, b in zip(torch.autograd.grad(y, leaves, g), torch.autograd.grad(y_ref, reference, g)):
+            torch.testing.assert_close(a, b)
+
 
 # The same padding, less padding than the radius (bands crop the input), more padding, strided and dilated.
 _CASES = [  # dims, k, padding, stride, dilation, groups
@@ -132,15 +144,7 @@ def test_autograd_function_gradients_equal_the_dense_ones(dims, k, padding, stri
     torch.manual_seed(3 * k + dims)
     ops = _Operands(dims, k, 6, 3 * groups, groups, padding, stride, dilation)
     x = torch.randn(3, 6, *([9] * dims), dtype=torch.float64)
-    leaves = [t.clone().requires_grad_() for t in (x, ops.weight, ops.bias)]
-    y = RingDecomposedConv.apply(*leaves, ops.filters(6), ops.filters(3 * groups), ops.paddings, ops.bands,
-                                 ops.stride, ops.dilation, groups, budget)
-    reference = [t.clone().requires_grad_() for t in (x, ops.weight, ops.bias)]
-    y_ref = ops.dense(*reference)
-    torch.testing.assert_close(y, y_ref)
-    g = torch.randn_like(y)
-    for a, b in zip(torch.autograd.grad(y, leaves, g), torch.autograd.grad(y_ref, reference, g)):
-        torch.testing.assert_close(a, b)
+    ops.assert_autograd_equals_dense(x, budget)
 
 
 def test_autograd_function_passes_gradcheck():
@@ -232,16 +236,8 @@ def test_slabs_of_rows_give_the_dense_output_and_gradients(dims, k, padding, dil
     per_row = 6 * 8 * 11 ** (dims - 1)  # bytes of one row of 6 channels in float64
     budget = 2 * per_row  # slabs of two rows, the last one shorter
     assert voxel_chunks(x, 6, budget, 11, True)[:2] == [(0, 1, 0, 2), (0, 1, 2, 4)]
-    leaves = [t.clone().requires_grad_() for t in (x, ops.weight, ops.bias)]
-    y = RingDecomposedConv.apply(*leaves, ops.filters(6), ops.filters(3 * groups), ops.paddings, ops.bands,
-                                 ops.stride, ops.dilation, groups, budget)
-    reference = [t.clone().requires_grad_() for t in (x, ops.weight, ops.bias)]
-    y_ref = ops.dense(*reference)
-    torch.testing.assert_close(y, y_ref)
-    torch.testing.assert_close(ops.forward(x, budget=budget), y_ref)
-    g = torch.randn_like(y)
-    for a, b in zip(torch.autograd.grad(y, leaves, g), torch.autograd.grad(y_ref, reference, g)):
-        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ops.forward(x, budget=budget), ops.dense(x, ops.weight, ops.bias))
+    ops.assert_autograd_equals_dense(x, budget)
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_conv_dispatch_by_rank(dims):
