@@ -53,8 +53,6 @@ __all__ = [
     "band_sum_adjoint",
     "cpu_chunk_bytes",
     "batch_chunks",
-    "voxel_chunks",
-    "band_sum_rows",
     "ring_conv_forward",
     "ring_conv_backward",
     "RingDecomposedConv",
@@ -282,27 +280,6 @@ def band_sum_adjoint(grad: torch.Tensor, filters: torch.Tensor, stride: list[int
     return out
 
 
-def band_sum_rows(x: torch.Tensor, filters: torch.Tensor, stride: list[int], padding: list[int],
-                  dilation: list[int], start: int, stop: int, rows: int) -> torch.Tensor:
-    """:func:`band_sum` over output rows ``start:stop`` of the first spatial axis only (of ``rows`` in all), from the
-    input rows those need: a slab of a large sample, so that its band sums stay in cache (:func:`voxel_chunks`).
-
-    A slab needs stride 1 along the first spatial axis; the whole range (``0:rows``) is :func:`band_sum` itself.
-    """
-    if start == 0 and stop == rows:
-        return band_sum(x, filters, stride, padding, dilation)
-    pad = padding[0]
-    reach = (filters.shape[2] - 1) * dilation[0]
-    # output row r reads input rows r - pad + t * dilation: rows [start - pad, stop - pad + reach) for the slab,
-    # clipped to the input (at least one row); the conv pads the clipped part, and any excess output is cut off
-    low = min(max(start - pad, 0), x.shape[2] - 1)
-    high = max(min(stop - pad + reach, x.shape[2]), low + 1)
-    front = low - (start - pad)
-    edge = max(front, stop - pad + reach - high, 0)
-    sums = band_sum(x.narrow(2, low, high - low), filters, stride, [edge] + padding[1:], dilation)
-    return sums.narrow(2, edge - front, stop - start)
-
-
 # ------------------------------------------------------------------------------------------------ batch chunks
 @torch.jit.unused
 @torch.compiler.assume_constant_result
@@ -311,32 +288,16 @@ def cpu_chunk_bytes() -> int:
     return CPU_CHUNK_BYTES * torch.get_num_threads()
 
 
-def voxel_chunks(x: torch.Tensor, channels: int, budget: int, rows: int,
-                 split_rows: bool) -> list[tuple[int, int, int, int]]:
-    """Chunks of the decomposed path, ``(first sample, end sample, first row, end row)`` with rows along the first
-    spatial axis of the result (``rows`` in all): on CPU a band-sum map of ``channels`` stays near ``budget`` bytes,
-    so it is still in cache when the matrix product reads it. Whole samples are batched up to the budget; a sample
-    larger than the budget (a 3D volume) is cut into slabs of rows when ``split_rows`` (stride 1 along that axis).
-    Elsewhere (GPU caching allocators), or without a budget, the whole batch at once."""
+def batch_chunks(x: torch.Tensor, channels: int, budget: int) -> list[tuple[int, int]]:
+    """Batch ranges for the decomposed path: on CPU a band-sum map of ``channels`` stays near ``budget`` bytes, so it
+    is still in cache when the matrix product reads it; elsewhere (GPU caching allocators), or without a budget, the
+    whole batch at once."""
     batch = x.shape[0]
     if x.device.type != "cpu" or budget <= 0:
-        return [(0, batch, 0, rows)]
+        return [(0, batch)]
     per_sample = max(1, channels * x[:1, :1].numel() * x.element_size())
-    if per_sample <= budget or not split_rows or rows <= 1:
-        step = max(1, budget // per_sample)
-        return [(i, min(i + step, batch), 0, rows) for i in range(0, batch, step)]
-    step = max(1, budget * x.shape[2] // per_sample)
-    chunks: list[tuple[int, int, int, int]] = []
-    for n in range(batch):
-        for r in range(0, rows, step):
-            chunks.append((n, n + 1, r, min(r + step, rows)))
-    return chunks
-
-
-def batch_chunks(x: torch.Tensor, channels: int, budget: int) -> list[tuple[int, int]]:
-    """Batch ranges of :func:`voxel_chunks` without slabs: on CPU a band-sum map of ``channels`` stays near ``budget``
-    bytes; elsewhere, or without a budget, the whole batch at once."""
-    return [(start, stop) for start, stop, _, _ in voxel_chunks(x, channels, budget, 0, False)]
+    step = max(1, budget // per_sample)
+    return [(i, min(i + step, batch)) for i in range(0, batch, step)]
 
 
 # ------------------------------------------------------------------------------------------------ the operator
@@ -375,28 +336,21 @@ def ring_conv_forward(
     # weight (a band's strided slice would be copied by every product)
     by_band = weight.permute(2, 0, 1).contiguous()
     mixes = [by_band[band].view(groups, -1, in_per_group).transpose(1, 2) for band in bands]
-    # the output size, from the first band's filter and padding (every band gives the same)
-    spatial: list[int] = []
-    split = True  # slabs of rows need stride 1 along the first spatial axis (:func:`band_sum_rows`)
-    for axis in range(x.dim() - 2):
-        span = (filters[0].shape[2 + axis] - 1) * dilation[axis]
-        spatial.append((x.shape[2 + axis] + 2 * paddings[0][axis] - span - 1) // stride[axis] + 1)
-        if stride[axis] != 1:
-            split = False
-    size = [x.shape[0], out_channels] + spatial
-    # Channels-last storage, but a tensor of its own rather than a view of one, so that callers (a residual add)
-    # may update it in place even when it is a custom autograd output.
-    out = torch.empty_strided(size, channels_last_strides(size), dtype=x.dtype, device=x.device)
-    rows = out.movedim(1, -1).view(-1, out_channels)
-    per_row = 1  # output voxels per row of the first spatial axis (no math.prod under TorchScript)
-    for n in spatial[1:]:
-        per_row *= n
-    for first, end, start, stop in voxel_chunks(x, max(x.shape[1], out_channels), budget, spatial[0], split):
-        target = _groups(rows[(first * spatial[0] + start) * per_row : ((end - 1) * spatial[0] + stop) * per_row],
-                         groups)
+    out = torch.empty(0)
+    rows = out
+    for start, stop in batch_chunks(x, max(x.shape[1], out_channels), budget):
+        target = out
         for i in range(len(bands)):
-            sums = band_sum_rows(x[first:end], filters[i], stride, paddings[i], dilation, start, stop, spatial[0])
+            sums = band_sum(x[start:stop], filters[i], stride, paddings[i], dilation)
             if i == 0:
+                if start == 0:  # the first band sum tells the output size
+                    size = [x.shape[0], out_channels] + list(sums.shape[2:])
+                    # Channels-last storage, but a tensor of its own rather than a view of one, so that callers
+                    # (a residual add) may update it in place even when it is a custom autograd output.
+                    out = torch.empty_strided(size, channels_last_strides(size), dtype=x.dtype, device=x.device)
+                    rows = out.movedim(1, -1).view(-1, out_channels)
+                voxels = sums[:1, :1].numel()
+                target = _groups(rows[start * voxels : stop * voxels], groups)
                 torch.bmm(_groups(_rows(sums), groups), mixes[i], out=target)
             else:
                 target.baddbmm_(_groups(_rows(sums), groups), mixes[i])
@@ -436,6 +390,7 @@ def ring_conv_backward(
     """
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
     grad = channels_last(grad)
+    voxels = x[:1, :1].numel()
     grad_x = x.new_empty((x.shape[0],) + x.shape[2:] + (x.shape[1],)) if needs_input_grad[0] else None
     # weight gradient per band, (groups, out/groups, in/groups) each, accumulated in place over the chunks
     grad_w = weight.new_zeros((weight.shape[2], groups, out_channels // groups, in_per_group)) if (
@@ -445,20 +400,12 @@ def ring_conv_backward(
     # band-major weight (a band's strided slice would be copied by every product)
     by_band = weight.permute(2, 0, 1).contiguous()
     unmixes = [by_band[band].view(groups, -1, in_per_group) for band in bands]
-    # at stride 1 the adjoint is the band sum with mirrored padding, which slabs of input rows can use
-    split = all(s == 1 for s in stride)
-    mirrored = [[(k - 1) * d - p for k, d, p in zip(f.shape[2:], dilation, pad)] for f, pad in zip(filters, paddings)]
-    rows, per_row = x.shape[2], math.prod(x.shape[3:])
-    x_rows = _rows(x)
-    for first, end, start, stop in voxel_chunks(x, max(x.shape[1], out_channels), budget, rows, split):
-        begin, finish = (first * rows + start) * per_row, ((end - 1) * rows + stop) * per_row
-        target = _groups(grad_x.view(-1, x.shape[1])[begin:finish], groups) if grad_x is not None else None
-        x_groups = _groups(x_rows[begin:finish], groups)
+    for start, stop in batch_chunks(x, max(x.shape[1], out_channels), budget):
+        target = _groups(grad_x.view(-1, x.shape[1])[start * voxels : stop * voxels], groups) if (
+            grad_x is not None) else None
+        x_groups = _groups(_rows(x[start:stop]), groups)
         for i, band in enumerate(bands):
-            if start == 0 and stop == rows:
-                lifted = band_sum_adjoint(grad[first:end], filters[i], stride, paddings[i], dilation, x.shape[2:])
-            else:
-                lifted = band_sum_rows(grad[first:end], filters[i], stride, mirrored[i], dilation, start, stop, rows)
+            lifted = band_sum_adjoint(grad[start:stop], filters[i], stride, paddings[i], dilation, x.shape[2:])
             lifted_groups = _groups(_rows(lifted), groups)  # (groups, voxels, out/groups)
             if target is not None:
                 if i == 0:

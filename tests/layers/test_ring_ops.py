@@ -20,13 +20,11 @@ from monai_sre.layers.ring_ops import (
     band_sum_adjoint,
     band_taps,
     batch_chunks,
-    band_sum_rows,
     conv_nd,
     conv_transpose_nd,
     decomposition_pays_off,
     ring_conv_forward,
     ring_conv_portable,
-    voxel_chunks,
 )
 from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index
 
@@ -193,18 +191,8 @@ def test_batch_chunks():
 
 
 
-def test_voxel_chunks_cut_samples_larger_than_the_budget_into_slabs_of_rows():
-    x = torch.zeros(3, 4, 8, 8)  # 256 bytes per channel and sample, 32 per row
-    assert voxel_chunks(x, 4, 2 * 4 * 256, 8, True) == [(0, 2, 0, 8), (2, 3, 0, 8)]  # whole samples fit
-    slabs = voxel_chunks(x, 4, 3 * 4 * 32, 6, True)  # 3 rows of 4 channels per chunk, of 6 output rows
-    assert slabs == [(n, n + 1, r, min(r + 3, 6)) for n in range(3) for r in (0, 3)]
-    assert voxel_chunks(x, 4, 3 * 4 * 32, 6, False) == [(i, i + 1, 0, 6) for i in range(3)]  # strided: no slabs
-    assert voxel_chunks(x, 4, 1, 8, True) == [(n, n + 1, r, r + 1) for n in range(3) for r in range(8)]
-    assert voxel_chunks(x.to("meta"), 4, 1, 8, True) == [(0, 3, 0, 8)]
-
-
-# stride 1 (slabs need it): same padding, cropping bands, padding beyond the kernel (rows of padding only), dilation
-_SLAB_CASES = [  # dims, k, padding, dilation, groups
+# same padding, cropping bands, padding beyond the kernel, dilation, groups
+_GEOMETRIES = [  # dims, k, padding, dilation, groups
     (1, 7, 3, 1, 1),
     (2, 9, 0, 1, 1),
     (2, 3, 3, 1, 2),
@@ -214,28 +202,14 @@ _SLAB_CASES = [  # dims, k, padding, dilation, groups
 ]
 
 
-@pytest.mark.parametrize("dims,k,padding,dilation,groups", _SLAB_CASES)
-def test_band_sum_rows_is_a_slab_of_the_band_sum(dims, k, padding, dilation, groups):
-    torch.manual_seed(k + dims)
-    ops = _Operands(dims, k, 3, 3, 1, padding, 1, dilation)
-    x = torch.randn(1, 3, *([12] * dims), dtype=torch.float64)
-    for filters, pad in zip(ops.filters(3), ops.paddings):
-        whole = band_sum(x, filters, ops.stride, pad, ops.dilation)
-        rows = whole.shape[2]
-        assert rows >= 4
-        for start, stop in [(0, 2), (1, 4), (rows - 3, rows), (rows - 1, rows), (0, rows)]:
-            slab = band_sum_rows(x, filters, ops.stride, pad, ops.dilation, start, stop, rows)
-            torch.testing.assert_close(slab, whole[:, :, start:stop])
-
-
-@pytest.mark.parametrize("dims,k,padding,dilation,groups", _SLAB_CASES)
-def test_slabs_of_rows_give_the_dense_output_and_gradients(dims, k, padding, dilation, groups):
+@pytest.mark.parametrize("dims,k,padding,dilation,groups", _GEOMETRIES)
+def test_one_sample_chunks_give_the_dense_output_and_gradients(dims, k, padding, dilation, groups):
     torch.manual_seed(5 * k + dims)
     ops = _Operands(dims, k, 6, 3 * groups, groups, padding, 1, dilation)
     x = ring_ops.channels_last(torch.randn(2, 6, *([11] * dims), dtype=torch.float64))
     per_row = 6 * 8 * 11 ** (dims - 1)  # bytes of one row of 6 channels in float64
-    budget = 2 * per_row  # slabs of two rows, the last one shorter
-    assert voxel_chunks(x, 6, budget, 11, True)[:2] == [(0, 1, 0, 2), (0, 1, 2, 4)]
+    budget = 2 * per_row  # smaller than one sample: one sample per chunk
+    assert batch_chunks(x, 6, budget) == [(0, 1), (1, 2)]
     torch.testing.assert_close(ops.forward(x, budget=budget), ops.dense(x, ops.weight, ops.bias))
     ops.assert_autograd_equals_dense(x, budget)
 
