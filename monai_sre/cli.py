@@ -105,6 +105,11 @@ def _run_evaluate_rotation(args: argparse.Namespace) -> int:
             f"worst {r['worst']['name']} ACC {r['worst']['acc']:.4f}  AUC@0 {_evaluate_rotation_fmt(s['auc_0'])}  "
             f"mean AUC {_evaluate_rotation_fmt(r['mean_auc'])}"
         )
+        for variant in ("disk", "control"):  # the other two causes of a drop, when evaluated
+            v = s.get(variant)
+            if v:
+                print(f"  {variant}: ACC@0 {v['acc_0']:.4f}  mean ACC {v['mean_acc']:.4f} (drop {v['drop_acc']:+.4f}), "
+                      f"worst {v['worst']['name']} ACC {v['worst']['acc']:.4f}")
     print(f"report written to {Path(args.out).resolve()}")
     return 0
 

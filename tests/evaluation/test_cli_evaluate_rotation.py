@@ -33,7 +33,8 @@ def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
     argv += ["--checkpoint", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--limit", "24", "--batch-size", "16"]
     argv += ["--no-progress", "--variants", "full", "control", "--set", *_set(overrides)]
     assert main(argv) == 0
-    assert "a: ACC@0" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "a: ACC@0" in printed
     assert sorted(p.name for p in out.iterdir()) == [
         "rotation_a.csv", "rotation_b.csv", "rotation_robustness.png", "rotation_summary.json"
     ]  # fmt: skip
@@ -54,6 +55,9 @@ def test_evaluate_rotation_two_checkpoints(bundle, tmp_path, data_root, capsys):
     assert report["variants"] == ["full", "control"] and "disk" not in report["models"]["a"]
     acc_0 = float(read_rows(out / "rotation_a.csv")[0]["acc"])
     assert report["models"]["a"]["control"]["acc_0"] == pytest.approx(acc_0)
+    control = report["models"]["a"]["control"]
+    assert f"  control: ACC@0 {control['acc_0']:.4f}  mean ACC {control['mean_acc']:.4f}" in printed
+    assert "  disk:" not in printed  # not evaluated, not printed
 
 
 def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
