@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from monai_sre.data.medmnist import load_split
+from monai_sre.data.medmnist import dataset_info, load_split
 from monai_sre.evaluation import medmnist_acc, medmnist_auc
 from monai_sre.io.files import write_json
 from monai_sre.layers import SREConv
@@ -89,16 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     yt = torch.from_numpy(y_train).long()
     xv = torch.from_numpy(x_val).float()[:, None] / 255
     classes = int(y_train.max()) + 1
+    task = dataset_info(args.flag).task  # medmnist's own task string, which the metrics follow
     majority = int(np.bincount(y_train).argmax())
 
     net = medmnist_classifier(model_type=args.model, num_classes=classes, widen_factor=args.widen_factor,
                               kernel_size=args.kernel_size, conv1_t_size=args.stem)
     if args.dc_init != "he":
         rescale_kernel_mean(net, args.dc_init)
-    band = [m.weight for m in net.modules() if isinstance(m, SREConv)]
-    for m in net.modules():
-        if isinstance(m, SREConv):
-            m.path = args.path
+    convs = [m for m in net.modules() if isinstance(m, SREConv)]
+    for conv in convs:
+        conv.path = args.path
+    band = [conv.weight for conv in convs]
     ids = {id(w) for w in band}
     groups = [{"params": band, "lr": args.conv_lr or args.lr},
               {"params": [p for p in net.parameters() if id(p) not in ids], "lr": args.other_lr or args.lr}]
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             prob = net(xv).softmax(1).numpy()
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-               "val_auc": medmnist_auc(y_val, prob, "multi-class" if classes > 2 else "binary-class"),
-               "val_acc": medmnist_acc(y_val, prob, "multi-class" if classes > 2 else "binary-class"),
+               "val_auc": medmnist_auc(y_val, prob, task),
+               "val_acc": medmnist_acc(y_val, prob, task),
                "majority_share": float(np.mean(prob.argmax(1) == majority)),
                "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
