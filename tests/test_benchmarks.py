@@ -221,6 +221,33 @@ def test_ring_ab_rejects_bad_arguments():
     assert done.returncode == 2
     assert "ring_ab.py: error: --repeats must be >= 1, got 0" in done.stderr
 
+def test_revision_ab_extracts_the_base_package_and_summarizes(tmp_path):
+    from benchmarks import revision_ab
+
+    root = revision_ab.extract_package("HEAD", tmp_path)
+    committed = subprocess.run(["git", "-C", str(revision_ab.REPO), "show", "HEAD:monai_sre/networks/sre_resnet.py"],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert (root / "monai_sre" / "networks" / "sre_resnet.py").read_text() == committed
+    assert not (root / "benchmarks").exists() and not (root / "tests").exists()  # the package only
+    with pytest.raises(ValueError, match="'no-such-revision': git archive failed"):
+        revision_ab.extract_package("no-such-revision", tmp_path)
+    times = {"base": {"train": [0.3, 0.1, 0.2], "infer": [0.05]}, "current": {"train": [0.1, 0.1], "infer": [0.1]},
+             "monai": {"train": [0.15], "infer": [0.2, 0.0, 0.1]}}
+    out = revision_ab.summarize(times)
+    assert out["base"] == pytest.approx({"train": 200.0, "infer": 50.0})
+    assert out["base / current"] == pytest.approx({"train": 2.0, "infer": 0.5})
+    assert out["monai / current"] == pytest.approx({"train": 1.5, "infer": 1.0})
+
+
+@pytest.mark.parametrize("argv,message", [([], "--base is required"), (["--base", "HEAD", "--repeats", "0"],
+                                          "--repeats must be >= 1, got 0"),
+                                          (["--base", "no-such-revision"], "--base 'no-such-revision': git archive failed")])
+def test_revision_ab_rejects_bad_arguments(argv, message):
+    done = subprocess.run([sys.executable, str(_BENCHMARKS / "revision_ab.py"), *argv], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2 and f"revision_ab.py: error: {message}" in done.stderr
+
+
 def test_benchmarks_are_not_in_the_installed_package():
     # Benchmark tooling (third-party networks, /proc, subprocesses) lives in benchmarks/, not in monai_sre.
     import monai_sre

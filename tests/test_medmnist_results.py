@@ -47,6 +47,9 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     assert mr.MODELS["resnet_rotation"].model_type == "resnet"
     assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation"}
     assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {"augmentation": "standard"}
+    # every model names its augmentation: the bundles' defaults differ (2D standard, 3D none) and may change again
+    assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
+        "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "sre_standard": "standard"}
     models = mr.resolve_models(["resnet", "sre_sgd=sre_standard --optimizer sgd --learning_rate=0.02"])
     assert list(models) == ["resnet", "sre_sgd"]
     assert models["sre_sgd"].model_type == "sre"

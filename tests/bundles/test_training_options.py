@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -103,6 +104,19 @@ def test_augmentation_is_in_training_only(name, augmentation):
         if key in evaluation:
             assert not any(t.__class__.__name__.startswith("Rand")
                            for t in evaluation.get_parsed_content(key).transforms)
+
+
+def test_default_augmentation_is_the_measured_choice():
+    """2D: ``standard`` (bundle 0.5.0, chosen on BreastMNIST, 3 seeds per recipe); 3D: ``none`` (not compared yet).
+    The defaults reach the training pipeline, and the 2D bundle's metadata says which version made the change."""
+    for name, default in (("sre_medmnist_2d", "standard"), ("sre_medmnist_3d", "none")):
+        parser = _parser(name)
+        assert parser["augmentation"] == default
+        train = parser.get_parsed_content("train#preprocessing").transforms
+        expected = training_augmentation(default, DIMS[name], 28)
+        assert [type(t) for t in train[len(train) - len(expected):]] == [type(t) for t in expected]
+    meta = json.loads((BUNDLES / "sre_medmnist_2d" / "configs" / "metadata.json").read_text())
+    assert meta["version"] == "0.5.0" and "default augmentation 'standard'" in meta["changelog"]["0.5.0"]
 
 
 @pytest.mark.parametrize("name", sorted(DIMS))

@@ -1,0 +1,176 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""``sre_resnet18`` of a git revision against this checkout's, whole package, with MONAI's ResNet-18 as the control.
+
+:mod:`ring_ab` compares two versions of the ring operator inside one process; a change elsewhere (the network, the
+layer, BatchNorm folding) needs the whole package of each revision. Here three worker processes run side by side:
+``sre_resnet18`` of ``--base`` (its ``monai_sre/`` extracted with ``git archive`` and put first on ``PYTHONPATH``),
+``sre_resnet18`` of this checkout, and MONAI's ``resnet18`` (the configuration of ``suite.build_network``). The driver
+interleaves them round by round (a training step, then an inference, in each), so a slower or busier machine slows
+all three alike: MONAI's time is the same code in every round and shows how much the machine itself moved. Only
+``monai_sre.networks.sre_resnet18`` is used from the base revision, so any revision that has it can be compared.
+
+Usage: ``python benchmarks/revision_ab.py --base REV [--dims 2 3] [--repeats 7] [--threads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["extract_package", "summarize", "main"]
+
+REPO = Path(__file__).resolve().parents[1]
+#: (spatial dims) -> (input channels, size, batch, classes): the CPU cases of ``suite.NETWORK_CASES``
+CASES = {2: (3, 32, 32, 10), 3: (1, 32, 4, 10)}
+
+
+def extract_package(revision: str, dest: Path) -> Path:
+    """Write ``monai_sre/`` as it is at git ``revision`` under ``dest``; return ``dest`` (for ``PYTHONPATH``).
+
+    Raises:
+        ValueError: when git cannot read the revision (the message names it and quotes git).
+    """
+    done = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision, "monai_sre"],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        raise ValueError(f"--base {revision!r}: git archive failed: {done.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=done.stdout, check=True)
+    return dest
+
+
+def _worker(model: str, dims: int, threads: int) -> None:
+    """Build one network, answer ``train`` / ``infer`` with the seconds of one step, one line each, until EOF."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    channels, size, batch, classes = CASES[dims]
+    if model == "monai":
+        from monai.networks.nets import resnet18
+
+        net = resnet18(spatial_dims=dims, n_input_channels=channels, num_classes=classes,
+                       conv1_t_size=3 if dims == 2 else 5, conv1_t_stride=1, no_max_pool=True)  # fmt: skip
+    else:
+        from monai_sre.networks import sre_resnet18
+
+        net = sre_resnet18(spatial_dims=dims, n_input_channels=channels, num_classes=classes)
+    x = torch.randn((batch, channels) + (size,) * dims)
+    y = torch.randint(0, classes, (batch,))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def train() -> None:
+        net.train()
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+
+    def infer() -> None:
+        net.eval()
+        with torch.no_grad():
+            net(x)
+
+    steps = {"train": train, "infer": infer}
+    print("ready", flush=True)
+    for line in sys.stdin:
+        t0 = time.perf_counter()
+        steps[line.strip()]()
+        print(time.perf_counter() - t0, flush=True)
+
+
+def summarize(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """Median milliseconds per worker and step, plus ``base / current`` (> 1: this checkout is faster) and
+    ``monai / current`` (> 1: this checkout's SRE network is faster than MONAI's ResNet-18).
+
+    ``times`` maps worker (``base``, ``current``, ``monai``) to step (``train``, ``infer``) to seconds per round.
+    """
+    out = {w: {s: 1000 * statistics.median(v) for s, v in steps.items()} for w, steps in times.items()}
+    for other in ("base", "monai"):
+        out[f"{other} / current"] = {s: out[other][s] / out["current"][s] for s in out["current"]}
+    return out
+
+
+def _compare(dims: int, base_path: Path, repeats: int, threads: int) -> dict[str, dict[str, float]]:
+    env_of = {"base": {**os.environ, "PYTHONPATH": os.pathsep.join([str(base_path), os.environ.get("PYTHONPATH", "")])},
+              "current": {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+              "monai": dict(os.environ)}  # fmt: skip
+    workers = {
+        name: subprocess.Popen([sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre",
+                                "--dims", str(dims), "--threads", str(threads)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
+        for name, env in env_of.items()
+    }  # fmt: skip
+
+    def ask(name: str, command: str | None) -> float:
+        proc = workers[name]
+        if command is not None:
+            proc.stdin.write(command + "\n")
+            proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {name!r} worker exited with code {proc.wait()} (see its error output)")
+        return 0.0 if line.strip() == "ready" else float(line)
+
+    try:
+        for name in workers:
+            ask(name, None)
+            ask(name, "train"), ask(name, "infer")  # warm-up
+        times = {name: {"train": [], "infer": []} for name in workers}
+        for _ in range(repeats):
+            for name in workers:
+                for step in ("train", "infer"):
+                    times[name][step].append(ask(name, step))
+    finally:
+        for proc in workers.values():
+            proc.stdin.close()
+            proc.wait(timeout=60)
+    return summarize(times)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", help="git revision to compare with this checkout (e.g. a commit or main)")
+    parser.add_argument("--dims", type=int, nargs="+", choices=sorted(CASES), default=sorted(CASES))
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (medians are printed)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
+    parser.add_argument("--worker", choices=["sre", "monai"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    import torch
+
+    threads = args.threads or torch.get_num_threads()
+    if args.worker:
+        _worker(args.worker, args.dims[0], threads)
+        return 0
+    if not args.base:
+        parser.error("--base is required")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            base_path = extract_package(args.base, Path(tmp))
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"sre_resnet18 at {args.base} (base) against this checkout (current), MONAI resnet18 as control; "
+              f"{threads} threads, medians of {args.repeats} interleaved rounds")  # fmt: skip
+        for dims in args.dims:
+            channels, size, batch, _ = CASES[dims]
+            result = _compare(dims, base_path, args.repeats, threads)
+            print(f"{dims}D {channels}x{size}^{dims}, batch {batch}:")
+            for name, steps in result.items():
+                unit = "x" if "/" in name else " ms"
+                print(f"  {name:>15}: train {steps['train']:8.2f}{unit}  infer {steps['infer']:8.2f}{unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
