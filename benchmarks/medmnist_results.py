@@ -70,6 +70,10 @@ MODELS: dict[str, Model] = {
     "resnet": Model("resnet", ("--augmentation", "none"), "ResNet-18 (MONAI)"),
     "resnet_rotation": Model("resnet", ("--augmentation", "rotation"), "ResNet-18 (MONAI), rotation aug."),
     "sre_standard": Model("sre", ("--augmentation", "standard"), "SRE-ResNet-18, standard aug."),
+    # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection
+    "sre_paper": Model("sre", ("--augmentation", "standard", "--optimizer", "sgd", "--learning_rate", "0.02",
+                               "--weight_decay", "0.001", "--lr_schedule", "cosine", "--batch_size", "128"),
+                       "SRE-ResNet-18, paper recipe (SGD 2e-2, cosine, batch 128, standard aug.)"),
 }
 DEFAULT_MODELS = ("sre", "resnet", "resnet_rotation")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -237,6 +241,13 @@ def _params(record: dict) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def _label(record: dict) -> str:
+    """The table label of a run: its entry's in :data:`MODELS` when it names one (a model first defined on the command
+    line and later added to the table gets the table's label), else the label it was recorded with."""
+    model = record["model"]
+    return MODELS[model].label if model in MODELS else record.get("label", model)
+
+
 def _ms(values: list[float], digits: int = 3) -> str:
     if not values:
         return "–"
@@ -309,7 +320,7 @@ def summarize(records: list[dict]) -> tuple[str, dict]:
         runs_of = [r for r in done if dataset_key(r["flag"], r.get("image_size", 28)) == key]
         for model in dict.fromkeys(r["model"] for r in runs_of):
             runs = [r for r in runs_of if r["model"] == model]
-            entry: dict = {"label": runs[0].get("label", model), "params": _params(runs[0]),
+            entry: dict = {"label": _label(runs[0]), "params": _params(runs[0]),
                            "seeds": [r["seed"] for r in runs], "overrides": runs[0]["overrides"]}
             cells = []
             for name, _, digits, get in COLUMNS:
@@ -347,7 +358,7 @@ def plot(records: list[dict], out: Path) -> list[Path]:
             for i, row in enumerate(per_run[0]):
                 mean = {k: statistics.mean(float(p[i][k]) for p in per_run) for k in ("acc", "auc")}
                 rows.append({**row, "angle": float(row["angle"]) if row["angle"] else None, **mean, "n": int(row["n"])})
-            curves[runs[0].get("label", model)] = rows
+            curves[_label(runs[0])] = rows
         path = out / f"robustness_{key}.png"
         plot_robustness(curves, path, title=f"{key}: test ACC/AUC under rotation (mean over seeds)")
         paths.append(path)

@@ -49,7 +49,11 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {"augmentation": "standard"}
     # every model names its augmentation: the bundles' defaults differ (2D standard, 3D none) and may change again
     assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
-        "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "sre_standard": "standard"}
+        "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "sre_standard": "standard",
+        "sre_paper": "standard"}
+    assert mr.parse_overrides(mr.MODELS["sre_paper"].overrides) == {
+        "augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02", "weight_decay": "0.001",
+        "lr_schedule": "cosine", "batch_size": "128"}
     models = mr.resolve_models(["resnet", "sre_sgd=sre_standard --optimizer sgd --learning_rate=0.02"])
     assert list(models) == ["resnet", "sre_sgd"]
     assert models["sre_sgd"].model_type == "sre"
@@ -114,6 +118,10 @@ def test_summarize_mean_std_over_seeds_per_dataset_size_and_model():
     cells = dict(zip(head, (c.strip() for c in lines[2].strip("|").split("|"))))
     assert cells["model"] == "SRE-ResNet-18" and cells["seeds"] == "2"
     assert cells["test ACC"] == "0.750 ± 0.071" and cells["disk mean ACC"] == "0.540 ± 0.071"
+    # labels: the table's for a known name (even when recorded under a command-line label), else the recorded one
+    assert mr._label({**_record(model="sre_paper"), "label": "sre_paper (sre_standard --optimizer sgd)"}) == (
+        mr.MODELS["sre_paper"].label)
+    assert mr._label({**_record(model="mine"), "label": "mine (sre --epochs 3)"}) == "mine (sre --epochs 3)"
     assert cells["train s/epoch"] == "3.5 ± 0.7" and cells["MedMNIST v2 R18 AUC / ACC"] == "0.901 / 0.863"
     rot_cells = dict(zip(head, (c.strip() for c in lines[3].strip("|").split("|"))))
     assert rot_cells["disk mean ACC"] == "–" and rot_cells["test ACC"] == "0.750"
