@@ -101,9 +101,10 @@ def summarize(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, f
 
 
 def _compare(dims: int, base_path: Path, repeats: int, threads: int) -> dict[str, dict[str, float]]:
-    env_of = {"base": {**os.environ, "PYTHONPATH": os.pathsep.join([str(base_path), os.environ.get("PYTHONPATH", "")])},
-              "current": {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
-              "monai": dict(os.environ)}  # fmt: skip
+    def first_on_path(root: Path) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+
+    env_of = {"base": first_on_path(base_path), "current": first_on_path(REPO), "monai": dict(os.environ)}
     workers = {
         name: subprocess.Popen([sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre",
                                 "--dims", str(dims), "--threads", str(threads)],
@@ -124,7 +125,8 @@ def _compare(dims: int, base_path: Path, repeats: int, threads: int) -> dict[str
     try:
         for name in workers:
             ask(name, None)
-            ask(name, "train"), ask(name, "infer")  # warm-up
+            for step in ("train", "infer"):  # warm-up
+                ask(name, step)
         times = {name: {"train": [], "infer": []} for name in workers}
         for _ in range(repeats):
             for name in workers:
