@@ -106,9 +106,11 @@ def _compare(dims: int, base_path: Path, repeats: int, threads: int) -> dict[str
 
     env_of = {"base": first_on_path(base_path), "current": first_on_path(REPO), "monai": dict(os.environ)}
     workers = {
-        name: subprocess.Popen([sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre",
-                                "--dims", str(dims), "--threads", str(threads)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
+        name: subprocess.Popen(
+            [sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre", "--dims", str(dims),
+             "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir(),
+        )
         for name, env in env_of.items()
     }  # fmt: skip
 

@@ -239,9 +239,11 @@ def test_revision_ab_extracts_the_base_package_and_summarizes(tmp_path):
     assert out["monai / current"] == pytest.approx({"train": 1.5, "infer": 1.0})
 
 
-@pytest.mark.parametrize("argv,message", [([], "--base is required"), (["--base", "HEAD", "--repeats", "0"],
-                                          "--repeats must be >= 1, got 0"),
-                                          (["--base", "no-such-revision"], "--base 'no-such-revision': git archive failed")])
+@pytest.mark.parametrize("argv,message", [
+    ([], "--base is required"),
+    (["--base", "HEAD", "--repeats", "0"], "--repeats must be >= 1, got 0"),
+    (["--base", "no-such-revision"], "--base 'no-such-revision': git archive failed"),
+])
 def test_revision_ab_rejects_bad_arguments(argv, message):
     done = subprocess.run([sys.executable, str(_BENCHMARKS / "revision_ab.py"), *argv], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
