@@ -31,8 +31,19 @@ from pathlib import Path
 __all__ = ["extract_package", "summarize", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
-#: (spatial dims) -> (input channels, size, batch, classes): the CPU cases of ``suite.NETWORK_CASES``
-CASES = {2: (3, 32, 32, 10), 3: (1, 32, 4, 10)}
+DIMS = (2, 3)
+
+
+def _case(dims: int) -> dict:
+    """The first case of ``suite.NETWORK_CASES`` in ``dims`` (2D 3x32x32, 3D 1x32^3), as the workers' JSON spec.
+
+    Only the driver and the MONAI worker import the suite: it imports the checkout's ``monai_sre``, which the base
+    revision's worker must not see."""
+    from dataclasses import asdict
+
+    from suite import NETWORK_CASES  # this script's own folder
+
+    return asdict(next(c for c in NETWORK_CASES if c.spatial_dims == dims))
 
 
 def extract_package(revision: str, dest: Path) -> Path:
@@ -49,24 +60,25 @@ def extract_package(revision: str, dest: Path) -> Path:
     return dest
 
 
-def _worker(model: str, dims: int, threads: int) -> None:
-    """Build one network, answer ``train`` / ``infer`` with the seconds of one step, one line each, until EOF."""
+def _worker(model: str, case: dict, threads: int) -> None:
+    """Build one network for ``case`` (:func:`_case`), answer ``train`` / ``infer`` with the seconds of one step, one
+    line each, until EOF."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    channels, size, batch, classes = CASES[dims]
+    dims, channels, classes = case["spatial_dims"], case["in_channels"], case["num_classes"]
     if model == "monai":
-        from monai.networks.nets import resnet18
+        from suite import build_network
 
-        net = resnet18(spatial_dims=dims, n_input_channels=channels, num_classes=classes,
-                       conv1_t_size=3 if dims == 2 else 5, conv1_t_stride=1, no_max_pool=True)  # fmt: skip
-    else:
+        net = build_network("monai", dims, channels, classes, case["widen_factor"])
+    else:  # what suite.build_network("monai_sre", ...) builds, without importing the suite (see _case)
         from monai_sre.networks import sre_resnet18
 
-        net = sre_resnet18(spatial_dims=dims, n_input_channels=channels, num_classes=classes)
-    x = torch.randn((batch, channels) + (size,) * dims)
-    y = torch.randint(0, classes, (batch,))
+        net = sre_resnet18(spatial_dims=dims, n_input_channels=channels, num_classes=classes,
+                           widen_factor=case["widen_factor"])  # fmt: skip
+    x = torch.randn((case["batch"], channels) + (case["size"],) * dims)
+    y = torch.randint(0, classes, (case["batch"],))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
     def train() -> None:
@@ -100,14 +112,14 @@ def summarize(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, f
     return out
 
 
-def _compare(dims: int, base_path: Path, repeats: int, threads: int) -> dict[str, dict[str, float]]:
+def _compare(case: dict, base_path: Path, repeats: int, threads: int) -> dict[str, dict[str, float]]:
     def first_on_path(root: Path) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
     env_of = {"base": first_on_path(base_path), "current": first_on_path(REPO), "monai": dict(os.environ)}
     workers = {
         name: subprocess.Popen(
-            [sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre", "--dims", str(dims),
+            [sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre", "--case", json.dumps(case),
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir(),
         )
@@ -144,16 +156,17 @@ def _compare(dims: int, base_path: Path, repeats: int, threads: int) -> dict[str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", help="git revision to compare with this checkout (e.g. a commit or main)")
-    parser.add_argument("--dims", type=int, nargs="+", choices=sorted(CASES), default=sorted(CASES))
+    parser.add_argument("--dims", type=int, nargs="+", choices=DIMS, default=list(DIMS))
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (medians are printed)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     parser.add_argument("--worker", choices=["sre", "monai"], help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's network case, JSON
     args = parser.parse_args(argv)
     import torch
 
     threads = args.threads or torch.get_num_threads()
     if args.worker:
-        _worker(args.worker, args.dims[0], threads)
+        _worker(args.worker, json.loads(args.case), threads)
         return 0
     if not args.base:
         parser.error("--base is required")
@@ -167,9 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sre_resnet18 at {args.base} (base) against this checkout (current), MONAI resnet18 as control; "
               f"{threads} threads, medians of {args.repeats} interleaved rounds")  # fmt: skip
         for dims in args.dims:
-            channels, size, batch, _ = CASES[dims]
-            result = _compare(dims, base_path, args.repeats, threads)
-            print(f"{dims}D {channels}x{size}^{dims}, batch {batch}:")
+            case = _case(dims)
+            result = _compare(case, base_path, args.repeats, threads)
+            print(f"{case['name']}, batch {case['batch']}:")
             for name, steps in result.items():
                 unit = "x" if "/" in name else " ms"
                 print(f"  {name:>15}: train {steps['train']:8.2f}{unit}  infer {steps['infer']:8.2f}{unit}")

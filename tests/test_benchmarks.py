@@ -7,6 +7,7 @@ fail. Tests marked ``bench`` need the ``bench`` extra's baselines and skip with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -221,8 +222,14 @@ def test_ring_ab_rejects_bad_arguments():
     assert done.returncode == 2
     assert "ring_ab.py: error: --repeats must be >= 1, got 0" in done.stderr
 
-def test_revision_ab_extracts_the_base_package_and_summarizes(tmp_path):
+
+def test_revision_ab_extracts_the_base_package_and_summarizes(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(_BENCHMARKS))  # the script imports the suite from its own folder
     from benchmarks import revision_ab
+
+    # the workers' cases are the network suite's own (2D 3x32x32, 3D 1x32^3), not a copy of them
+    assert revision_ab._case(2) == dataclasses.asdict(bench.NETWORK_CASES[0])
+    assert revision_ab._case(3)["name"] == "3D 1x32^3" and revision_ab._case(3)["batch"] == 4
 
     root = revision_ab.extract_package("HEAD", tmp_path)
     committed = subprocess.run(["git", "-C", str(revision_ab.REPO), "show", "HEAD:monai_sre/networks/sre_resnet.py"],
