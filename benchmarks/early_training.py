@@ -14,6 +14,13 @@ ResNet-18 fitted the training set. This script isolates candidate causes, one sw
   taps makes 10-22 times their white-noise gain) removed at initialisation (``free``), or scaled to the size a dense
   kernel's mean has (``matched``), the band weights' norm kept: rules out low-pass features at the start.
 - ``--conv-lr``, ``--other-lr``: another rate for the SRE band weights or for everything else (norms, linear layer).
+- ``--band-scale rsqrt_taps``: band weights stored times ``sqrt(n_b)`` (``monai_sre.layers.band_scale``), so SGD
+  steps every tap as a dense tap whatever its band's size: rules out band-size-dependent steps.
+- ``--warmup``, ``--clip``: linear learning-rate warm-up over that many epochs, gradient-norm clipping: rules out a
+  too-large first step.
+- ``--zero-init-residual``: every block starts as its shortcut (torchvision's option).
+- ``--standardize``, ``--padding-mode``: inputs with zero mean and unit variance, or reflect/replicate padding in every
+  SRE layer: rule out the border of a large kernel's zero padding on a positive input (the ReLU outputs are).
 
 It trains with a plain loop (no bundle, no augmentation; images scaled 0-255 -> 0-1 as the bundles' ``8bit_range``
 rule) and prints per epoch the mean training loss, validation AUC, ACC and the share of validation images predicted
@@ -35,7 +42,7 @@ from torch import nn
 from monai_sre.data.medmnist import dataset_info, load_split
 from monai_sre.evaluation import medmnist_acc, medmnist_auc
 from monai_sre.io.files import write_json
-from monai_sre.layers import SREConv
+from monai_sre.layers import BAND_SCALES, SREConv, set_band_scale_
 from monai_sre.layers.rings import ring_index, ring_sizes
 from monai_sre.recipes import medmnist_classifier
 
@@ -77,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", choices=("auto", "dense", "decomposed"), default="auto")
     parser.add_argument("--dc-init", choices=("he", "free", "matched"), default="he")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up from 0")
+    parser.add_argument("--zero-init-residual", action="store_true",
+                        help="zero the last norm's weight of every residual branch (torchvision's option)")
+    parser.add_argument("--standardize", action="store_true", help="inputs standardised with the training mean/std")
+    parser.add_argument("--clip", type=float, help="clip the gradient norm to this value")
+    parser.add_argument("--padding-mode", choices=("zeros", "reflect", "replicate", "circular"), default="zeros",
+                        help="padding mode of every SRE convolution")
+    parser.add_argument("--band-scale", choices=BAND_SCALES, default="none",
+                        help="parameterisation of the SRE band weights (monai_sre.layers.band_scale)")
     parser.add_argument("--json", help="also write the per-epoch rows here")
     args = parser.parse_args(argv)
 
@@ -96,9 +112,18 @@ def main(argv: list[str] | None = None) -> int:
                               kernel_size=args.kernel_size, conv1_t_size=args.stem)
     if args.dc_init != "he":
         rescale_kernel_mean(net, args.dc_init)
+    if args.zero_init_residual:
+        for block in net.modules():
+            if hasattr(block, "bn2") and hasattr(block, "conv2") and getattr(block.bn2, "weight", None) is not None:
+                nn.init.zeros_(block.bn2.weight)
+    if args.standardize:
+        mean, std = xt.mean(), xt.std()
+        xt, xv = (xt - mean) / std, (xv - mean) / std
+    set_band_scale_(net, args.band_scale)
     convs = [m for m in net.modules() if isinstance(m, SREConv)]
     for conv in convs:
         conv.path = args.path
+        conv.padding_mode = args.padding_mode
     band = [conv.weight for conv in convs]
     ids = {id(w) for w in band}
     groups = [{"params": band, "lr": args.conv_lr or args.lr},
@@ -107,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     opt = (torch.optim.Adam(groups, lr=args.lr) if args.optimizer == "adam"
            else torch.optim.SGD(groups, lr=args.lr, momentum=0.9, weight_decay=1e-3))
     loss_fn = nn.CrossEntropyLoss()
+    warm_steps = args.warmup * math.ceil(len(xt) / args.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm_steps) if warm_steps else 1.0)
     rows, start = [], time.perf_counter()
     prior = np.bincount(y_train) / len(y_train)
-    print(f"{args.model} {args.optimizer} lr {args.lr} path {args.path} dc-init {args.dc_init} "
+    print(f"{args.model} {args.optimizer} lr {args.lr} path {args.path} dc-init {args.dc_init} band-scale "
+          f"{args.band_scale} warm-up {args.warmup} zero-init-residual {args.zero_init_residual} "
           f"kernel {args.kernel_size or 'default'} seed {args.seed}; majority class share of val: "
           f"{float(np.mean(y_val == majority)):.3f}, loss of the class prior: "
           f"{-sum(p * math.log(p) for p in prior if p > 0):.3f}")
@@ -122,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             loss = loss_fn(net(xt[idx]), yt[idx])
             opt.zero_grad()
             loss.backward()
+            if args.clip:
+                nn.utils.clip_grad_norm_(net.parameters(), args.clip)
             opt.step()
+            sched.step()
             losses.append(loss.item())
         net.eval()
         with torch.no_grad():

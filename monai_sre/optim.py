@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["OPTIMIZERS", "LR_SCHEDULES", "build_optimizer", "build_lr_scheduler"]
+__all__ = ["OPTIMIZERS", "LR_SCHEDULES", "band_scale_for", "build_optimizer", "build_lr_scheduler"]
 
 #: Values of the bundles' ``optimizer`` override.
 OPTIMIZERS = ("adam", "sgd")
@@ -32,6 +32,25 @@ def _choice(value: Any, choices: tuple[str, ...], override: str) -> str:
         accepted = ", ".join(choices)
         raise ValueError(f"{override} must be one of {accepted} (bundle override --{override}), got {value!r}.")
     return value
+
+
+def band_scale_for(name: str) -> str:
+    """The SRE band-weight parameterisation under which the optimizer ``name`` steps every tap as a dense tap.
+
+    A band weight is shared by its ``n_b`` taps and receives their summed gradient. SGD's step is proportional to
+    the gradient, so it needs the stored weight scaled by ``1/sqrt(n_b)`` (``"rsqrt_taps"``) to move each tap by
+    the learning rate times the band's mean tap gradient; Adam's step is about the learning rate per parameter
+    whatever the gradient's size, so the band weight itself (``"none"``) already moves each tap as far as a dense
+    tap. Measured per band size in ``benchmarks/band_parameterisation.py`` (the step table in benchmarks/README).
+
+    Args:
+        name: ``"adam"`` or ``"sgd"``; another name gives ``"none"`` and is refused by :func:`build_optimizer` and
+            the bundles' settings check, which name the override (this runs while the config is parsed).
+
+    Returns:
+        ``"rsqrt_taps"`` for SGD, else ``"none"`` (see :func:`monai_sre.layers.band_scale`).
+    """
+    return "rsqrt_taps" if name == "sgd" else "none"
 
 
 def build_optimizer(

@@ -48,6 +48,7 @@ def medmnist_classifier(
     kernel_size: Sequence[int] | int | None = None,
     conv1_t_size: int | None = None,
     num_rings: int | None = None,
+    band_scale: str = "none",
 ) -> nn.Module:
     """Build a MedMNIST classifier.
 
@@ -62,6 +63,9 @@ def medmnist_classifier(
             Ignored by the baseline, whose kernels are 3.
         conv1_t_size: stem kernel size; ``None`` gives 5 (SRE) or 3 (baseline, as MedMNIST's ResNet).
         num_rings: SRE bands per kernel; ``None`` gives ``k // 2 + 1``. Ignored by the baseline.
+        band_scale: parameterisation of the SRE band weights (``"none"`` or ``"rsqrt_taps"``, see
+            :class:`~monai_sre.networks.SREResNet`; the bundles take :func:`monai_sre.optim.band_scale_for` of their optimizer).
+            Ignored by the baseline.
 
     Returns:
         the network, producing ``(batch, num_classes)`` logits.
@@ -84,7 +88,8 @@ def medmnist_classifier(
     if model_type == "resnet":
         return getattr(monai_resnet, arch)(conv1_t_size=conv1_t_size or 3, **common)
     builder = getattr(sre_resnet, f"sre_{arch}")
-    return builder(conv1_t_size=conv1_t_size or 5, kernel_size=kernel_size, num_rings=num_rings, **common)
+    return builder(conv1_t_size=conv1_t_size or 5, kernel_size=kernel_size, num_rings=num_rings,
+                   band_scale=band_scale, **common)
 
 
 def checkpoint_name(model_type: str) -> str:

@@ -266,3 +266,20 @@ def test_benchmarks_are_not_in_the_installed_package():
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["benchmark"])
+
+
+def test_band_parameterisation_step_table_supports_band_scale_for():
+    """The measurement behind ``monai_sre.optim.band_scale_for``: on real BreastMNIST features one SGD step moves
+    every tap of every band as far as a dense 9x9 kernel's tap only with ``rsqrt_taps``, one Adam step only with
+    ``none``; the other scale leaves the step growing (SGD) or shrinking (Adam) with the band's size."""
+    from benchmarks import band_parameterisation
+
+    rows = band_parameterisation.steps(seed=0)
+    step = {(r["optimizer"], r["scale"], r["band"]): r["tap_step"] for r in rows}
+    bands = range(5)
+    for optimizer, matched, other in (("sgd 2e-2", "rsqrt_taps", "none"), ("adam 1e-3", "none", "rsqrt_taps")):
+        for b in bands:
+            assert step[optimizer, matched, b] == pytest.approx(step[optimizer, "dense 9x9", b], rel=0.15)
+        ratio = step[optimizer, other, 4] / step[optimizer, other, 0]  # 32-tap band against the 1-tap centre
+        assert ratio > 10 if optimizer.startswith("sgd") else ratio < 0.3
+    assert {r["taps"] for r in rows if r["band"] == 4} == {32}

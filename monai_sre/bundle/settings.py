@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monai_sre.data import FORMATS, MedMNISTInfo, available_flags, available_sizes, dataset_info
+from monai_sre.layers import BAND_SCALES
 from monai_sre.optim import LR_SCHEDULES, OPTIMIZERS
 from monai_sre.recipes import ARCHS, MODEL_TYPES
 from monai_sre.transforms.augmentation import AUGMENTATIONS
@@ -114,6 +115,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "optimizer": _one_of(OPTIMIZERS),
     "momentum": _momentum,
     "lr_schedule": _one_of(LR_SCHEDULES),
+    "band_scale": _one_of(BAND_SCALES),
     "augmentation": _one_of(AUGMENTATIONS),
     "num_workers": _non_negative_int,
     "cache_rate": _fraction,

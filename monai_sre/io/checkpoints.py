@@ -228,9 +228,13 @@ def _verified(
 
 def _check_fits(checkpoint: Checkpoint, network: nn.Module) -> None:
     """Name the file and the first differing tensors when the weights do not fit ``network``."""
-    expected = {k: tuple(v.shape) for k, v in getattr(network, "module", network).state_dict().items()}
+    net = getattr(network, "module", network)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in checkpoint.state.items()}
-    missing = [k for k in expected if k not in found]
+    # files written before SRE state-dict version 2 have no band_scale: the layer loads them as scale 1
+    optional = {f"{name}.band_scale" if name else "band_scale" for name, m in net.named_modules()
+                if hasattr(m, "band_scale_mode")}
+    missing = [k for k in expected if k not in found and k not in optional]
     unexpected = [k for k in found if k not in expected]
     resized = [k for k in expected if k in found and found[k] != expected[k]]
     if not (missing or unexpected or resized):

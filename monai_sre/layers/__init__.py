@@ -11,6 +11,7 @@ from monai_sre.layers.norm_folding import batch_norm_affine, conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample, symmetric_output_size, symmetric_window
 from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index, ring_sizes
 from monai_sre.layers.sre_conv import (
+    BAND_SCALES,
     SREConv,
     SREConv1d,
     SREConv2d,
@@ -19,7 +20,10 @@ from monai_sre.layers.sre_conv import (
     SREConvTranspose1d,
     SREConvTranspose2d,
     SREConvTranspose3d,
+    band_scale,
     decomposition_pays_off,
+    set_band_scale_,
+    upgrade_state_dict,
 )
 
 __all__ = [
@@ -36,6 +40,10 @@ __all__ = [
     "SREConvTranspose2d",
     "SREConvTranspose3d",
     "decomposition_pays_off",
+    "BAND_SCALES",
+    "band_scale",
+    "set_band_scale_",
+    "upgrade_state_dict",
     "batch_norm_affine",
     "conv_norm",
     "DOWNSAMPLE_MODES",

@@ -169,7 +169,7 @@ def _convert_conv(
     )
     if project_weights:
         with torch.no_grad():
-            sre.weight.copy_(project_dense_kernel(weight.detach(), target, sre.num_rings))
+            sre.weight.copy_(project_dense_kernel(weight.detach(), target, sre.num_rings) / sre.band_scale)
             if conv.bias is not None:
                 sre.bias.copy_(conv.bias.detach())
     sre.weight.requires_grad_(weight.requires_grad)
@@ -231,7 +231,7 @@ def _convert_transposed(
         return conv
     if project_weights:
         with torch.no_grad():
-            sre.weight.copy_(project_dense_kernel(kernel, k, sre.num_rings))
+            sre.weight.copy_(project_dense_kernel(kernel, k, sre.num_rings) / sre.band_scale)
             if bias is not None:
                 sre.bias.copy_(bias)
     sre.weight.requires_grad_(conv.weight.requires_grad)

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +66,7 @@ from monai_sre.layers.rings import (
     num_rings_default,
     per_axis,
     ring_index,
+    ring_sizes,
     same_padding,
     taps_inside,
 )
@@ -79,10 +82,18 @@ __all__ = [
     "SREConvTranspose3d",
     "decomposition_pays_off",
     "AUTOTUNE_ENV",
+    "BAND_SCALES",
+    "band_scale",
+    "set_band_scale_",
+    "upgrade_band_weights",
+    "upgrade_state_dict",
 ]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _PATHS = ("auto", "dense", "decomposed", "triton")
+#: Parameterisations of the band weights (``band_weight = weight * band_scale``): ``"none"`` stores the band weights
+#: themselves; ``"rsqrt_taps"`` stores them times ``sqrt(n_b)`` for a band of ``n_b`` taps (see :func:`band_scale`).
+BAND_SCALES = ("none", "rsqrt_taps")
 #: Environment variable: "1" measures the paths of ``path="auto"`` on every device, "0" on none (default: CUDA only).
 AUTOTUNE_ENV = "MONAI_SRE_AUTOTUNE"
 
@@ -99,8 +110,127 @@ def _is_exporting() -> bool:
 # (string) annotation "bool": give it the type itself.
 _is_exporting.__annotations__["return"] = bool
 
+def band_scale(band_sizes: torch.Tensor, mode: str = "rsqrt_taps") -> torch.Tensor:
+    """Per-band factor between a stored SRE weight and the band weight the convolution uses.
+
+    A band of ``n_b`` taps receives the summed gradient of its taps. With the factor ``c_b`` a plain SGD step moves
+    each tap of the band by ``lr * c_b^2 * (sum of the tap gradients)``: ``c_b = 1`` (``"none"``) moves a 32-tap band
+    up to 32 times as far as one tap of a dense kernel, ``c_b = 1/sqrt(n_b)`` (``"rsqrt_taps"``) moves every tap by
+    ``lr`` times the mean gradient of its band's taps, the step of a dense tap, for every band size. Adam's step is
+    already about ``lr`` per parameter, so under Adam ``"none"`` gives every tap a dense tap's step and
+    ``"rsqrt_taps"`` shrinks wide bands' steps. Measured in ``benchmarks/band_parameterisation.py``.
+
+    Args:
+        band_sizes: number of taps of each band (:func:`~monai_sre.layers.rings.ring_sizes`).
+        mode: one of :data:`BAND_SCALES`.
+
+    Returns:
+        float64 factors of shape ``(num_rings,)``; 1 for an empty band (it touches no tap).
+
+    Raises:
+        ValueError: for a ``mode`` not in :data:`BAND_SCALES`.
+    """
+    if mode not in BAND_SCALES:
+        raise ValueError(f"band_scale must be one of {BAND_SCALES}, got {mode!r}.")
+    sizes = band_sizes.to(torch.float64)
+    if mode == "none":
+        return torch.ones_like(sizes)
+    return torch.where(sizes > 0, sizes.clamp(min=1).rsqrt(), torch.ones_like(sizes))
+
+
+def upgrade_band_weights(
+    state_dict: dict[str, torch.Tensor], prefix: str, scale: torch.Tensor, version: int | None = None
+) -> None:
+    """Rewrite one SRE layer's entries of ``state_dict`` in place for a layer whose band scale is ``scale``.
+
+    The band weights (``weight * band_scale``) are kept: ``weight`` becomes ``weight * scale_file / scale``. A file
+    without ``band_scale`` was written before state-dict version 2 and stored the band weights (scale 1). Entries of
+    another shape are left for ``load_state_dict`` to report.
+
+    Args:
+        state_dict: a state dict holding ``{prefix}weight`` and, from version 2 on, ``{prefix}band_scale``.
+        prefix: the layer's key prefix (``"layer1.0.conv1."``).
+        scale: the layer's own :attr:`band_scale` buffer.
+        version: the layer's state-dict version from the file's metadata, if known. With version 2 or later a
+            missing ``band_scale`` is left missing (a damaged file), not taken for scale 1.
+    """
+    weight_key, scale_key = prefix + "weight", prefix + "band_scale"
+    weight = state_dict.get(weight_key)
+    if not isinstance(weight, torch.Tensor) or weight.shape[-1:] != scale.shape:
+        return
+    stored = state_dict.get(scale_key)
+    if stored is None:
+        if version is not None and version >= 2:
+            return
+        stored = torch.ones_like(scale)
+    if not isinstance(stored, torch.Tensor) or stored.shape != scale.shape:
+        return
+    if not torch.equal(stored.to(scale), scale):
+        factor = stored.to(device=weight.device, dtype=torch.float64) / scale.to(weight.device, torch.float64)
+        state_dict[weight_key] = (weight.to(torch.float64) * factor).to(weight.dtype)
+    state_dict[scale_key] = scale.detach().clone()
+
+
+def upgrade_state_dict(state_dict: Mapping[str, torch.Tensor], network: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    """A state dict for ``network`` in its SRE layers' parameterisation, from one of any earlier version or scale.
+
+    ``load_state_dict`` converts on its own; this is the converter for checkpoint files (load, upgrade,
+    ``torch.save``), so a file holds the current format.
+
+    Args:
+        state_dict: weights of ``network``, e.g. ``torch.load(path, weights_only=True)``.
+        network: a network with the same keys, whose SRE layers define the target band scales.
+
+    Returns:
+        a new state dict (the input is not modified) giving the same outputs in ``network``, with each SRE layer's
+        metadata version set to the current one.
+    """
+    out: OrderedDict[str, torch.Tensor] = OrderedDict(state_dict)
+    metadata = dict(getattr(state_dict, "_metadata", None) or {})
+    for name, module in network.named_modules():
+        if isinstance(module, _SREConvNd):
+            version = metadata.get(name, {}).get("version")
+            upgrade_band_weights(out, f"{name}." if name else "", module.band_scale, version)
+            metadata[name] = {**metadata.get(name, {}), "version": module._version}
+    out._metadata = metadata  # type: ignore[attr-defined]
+    return out
+
+
+@torch.no_grad()
+def set_band_scale_(module: nn.Module, mode: str) -> nn.Module:
+    """Re-parameterise every SRE layer of ``module`` in place with the band scale ``mode``; outputs are unchanged.
+
+    The band weights (what the convolutions use) are kept and the stored ``weight`` becomes them divided by the new
+    scale, so this can follow any initialisation or loaded checkpoint. Call it before building the optimizer: its
+    state (momentum, Adam's moments) refers to the stored parameters.
+
+    Args:
+        module: a network or a single SRE layer.
+        mode: one of :data:`BAND_SCALES`.
+
+    Returns:
+        ``module``.
+
+    Raises:
+        ValueError: for a ``mode`` not in :data:`BAND_SCALES`.
+    """
+    if mode not in BAND_SCALES:
+        raise ValueError(f"band_scale must be one of {BAND_SCALES}, got {mode!r}.")
+    for layer in module.modules():
+        if isinstance(layer, _SREConvNd) and layer.band_scale_mode != mode:
+            new = band_scale(torch.tensor(layer.band_sizes), mode).to(layer.band_scale)
+            layer.weight.mul_(layer.band_scale / new)
+            layer.band_scale.copy_(new)
+            layer.band_scale_mode = mode
+    return module
+
+
 class _SREConvNd(nn.Module):
     """Shared implementation of the SRE convolutions (forward and transposed)."""
+
+    # 2: the stored weight times the per-band band_scale (saved with it) is the band weight; 1 (no version): the
+    # stored weight was the band weight.
+    _version = 2
 
     __constants__ = ["spatial_dims", "in_channels", "out_channels", "groups", "num_rings", "padding_mode", "path"]
     # An eager-only cache (dtype and device keys): TorchScript builds the band filters on the fly.
@@ -124,6 +254,7 @@ class _SREConvNd(nn.Module):
         path: str,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        band_scale_mode: str = "none",
     ) -> None:
         super().__init__()
         size = normalize_kernel_size(kernel_size, spatial_dims)
@@ -163,6 +294,12 @@ class _SREConvNd(nn.Module):
         w_shape = (in_channels, out_channels // groups) if transposed else (out_channels, in_channels // groups)
         self.weight = nn.Parameter(torch.empty(*w_shape, self.num_rings, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        # Part of the state dict, so a checkpoint says which parameterisation its stored weights are in (see
+        # band_weight and _load_from_state_dict); a file from before version 2 has none and stored the band weights.
+        self.band_sizes = tuple(int(n) for n in ring_sizes(index, self.num_rings))
+        self.band_scale_mode = band_scale_mode
+        scale = band_scale(torch.tensor(self.band_sizes), band_scale_mode)
+        self.register_buffer("band_scale", scale.to(device=device, dtype=dtype or torch.get_default_dtype()))
         # Fan-in of one output: the input channels of its group times the taps inside the circle (for the transposed
         # layout the weight's second axis is the output channels of a group, as in torch).
         self._fan_in = w_shape[1] * taps_inside(size, spatial_dims, num_rings)
@@ -195,15 +332,55 @@ class _SREConvNd(nn.Module):
         return per_axis(padding, self.spatial_dims, "padding")
 
     def reset_parameters(self) -> None:
-        """Initialise as ``torch.nn.Conv`` does, but with the true fan-in (taps inside the circle)."""
+        """Initialise as ``torch.nn.Conv`` does, but with the true fan-in (taps inside the circle): every tap of the
+        expanded kernel is uniform in ``+-1/sqrt(fan_in)``, whatever the band scale."""
         bound = 1.0 / math.sqrt(self._fan_in)
-        nn.init.uniform_(self.weight, -bound, bound)
+        self.init_band_weight_(nn.init.uniform_, -bound, bound)
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    @torch.jit.unused
+    def init_band_weight_(self, init: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Initialise the band weights (what :meth:`band_weight` returns) with a ``torch.nn.init`` function.
+
+        ``init(tensor, *args, **kwargs)`` draws the band weights themselves (e.g. ``nn.init.normal_, 0.0, std``); the
+        stored parameter becomes them divided by :attr:`band_scale`, so the expanded kernel has the drawn
+        distribution under any parameterisation.
+
+        Args:
+            init: an in-place initialiser such as :func:`torch.nn.init.normal_`.
+            args: its arguments after the tensor.
+            kwargs: its keyword arguments.
+
+        Returns:
+            the stored weight parameter.
+        """
+        with torch.no_grad():
+            init(self.weight, *args, **kwargs)
+            self.weight.div_(self.band_scale)
+        return self.weight
+
+    def band_weight(self) -> torch.Tensor:
+        """The weight of each band as the convolution uses it: the stored ``weight`` times :attr:`band_scale`."""
+        if self.band_scale_mode == "none":  # the scale is 1: no product, nothing more saved for the backward
+            return self.weight
+        return self.weight * self.band_scale
+
     def dense_kernel(self) -> torch.Tensor:
         """Expand the band weights into a dense kernel of shape ``weight.shape[:2] + kernel_size``."""
-        return self._expand(self.weight)
+        return self._expand(self.band_weight())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        """Load weights stored under any band scale into this layer's: ``weight * scale_file / band_scale``.
+
+        A file written before version 2 has no ``band_scale`` entry; its ``weight`` is the band weight itself (scale
+        1). The file's scale, not its metadata, decides, so state dicts whose ``_metadata`` was dropped (a prefix
+        stripped by a dict comprehension) still load right. The layer keeps its own parameterisation.
+        """
+        upgrade_band_weights(state_dict, prefix, self.band_scale, local_metadata.get("version"))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _expand(self, weight: torch.Tensor) -> torch.Tensor:
         return F.pad(weight, (0, 1))[:, :, self.ring_map]
@@ -213,7 +390,8 @@ class _SREConvNd(nn.Module):
         w = self.weight
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and w.requires_grad):
             return self.dense_kernel()
-        key = (w._version, w.data_ptr(), w.device, w.dtype, self.ring_map.data_ptr())
+        scale = self.band_scale
+        key = (w._version, w.data_ptr(), w.device, w.dtype, self.ring_map.data_ptr(), scale._version, scale.data_ptr())
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
                 self._cache = self.dense_kernel()
@@ -459,6 +637,8 @@ class _SREConvNd(nn.Module):
             s += f", padding_mode={self.padding_mode!r}"
         if self.path != "auto":
             s += f", path={self.path!r}"
+        if self.band_scale_mode != "none":
+            s += f", band_scale={self.band_scale_mode!r}"
         return s
 
 
@@ -487,10 +667,14 @@ class SREConv(_SREConvNd):
             the same result to float tolerance.
         device: device of the parameters.
         dtype: dtype of the parameters.
+        band_scale: parameterisation of the band weights, one of :data:`BAND_SCALES`: ``"none"`` (the stored weight
+            is the band weight; under Adam every tap then steps as a dense tap does) or ``"rsqrt_taps"`` (stored
+            weight times ``1/sqrt(n_b)``: under SGD every tap steps as a dense tap does); see :func:`band_scale`.
+            Checkpoints convert between the two on loading.
 
     Raises:
         ValueError: for an even kernel size, ``groups`` not dividing the channels, ``num_rings < 1`` or an unknown
-            ``padding_mode``/``path``; at call time for an input of the wrong rank or channel count.
+            ``padding_mode``/``path``/``band_scale``; at call time for an input of the wrong rank or channel count.
     """
 
     def __init__(
@@ -509,19 +693,20 @@ class SREConv(_SREConvNd):
         path: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        band_scale: str = "none",
     ) -> None:
         size = normalize_kernel_size(kernel_size, spatial_dims)
         if padding is None:
             padding = same_padding(size, per_axis(dilation, spatial_dims, "dilation"))
         super().__init__(
             spatial_dims, in_channels, out_channels, size, stride, padding, dilation, groups, bias, padding_mode,
-            num_rings, False, 0, path, device, dtype,
+            num_rings, False, 0, path, device, dtype, band_scale,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x`` of shape ``(batch, in_channels, *spatial)``."""
         self._check_input(x)
-        return self._convolve(x, self.weight, self.bias, True)
+        return self._convolve(x, self.band_weight(), self.bias, True)
 
     @torch.jit.unused
     def forward_affine(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -540,7 +725,7 @@ class SREConv(_SREConvNd):
             the convolved, scaled and shifted ``x``.
         """
         self._check_input(x)
-        weight = self.weight * scale.view(-1, 1, 1)
+        weight = self.band_weight() * scale.view(-1, 1, 1)
         bias = shift if self.bias is None else self.bias * scale + shift
         return self._convolve(x, weight, bias, False)
 
@@ -565,9 +750,10 @@ class _TorchStyleSREConv(SREConv):
         dtype: torch.dtype | None = None,
         num_rings: int | None = None,
         path: str = "auto",
+        band_scale: str = "none",
     ) -> None:
         super().__init__(self._spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                         bias, padding_mode, num_rings, path, device, dtype)
+                         bias, padding_mode, num_rings, path, device, dtype, band_scale)
 
 
 class SREConv1d(_TorchStyleSREConv):
@@ -608,6 +794,7 @@ class SREConvTranspose(_SREConvNd):
         num_rings: number of distance bands; ``None`` gives ``max(k) // 2 + 1``.
         device: device of the parameters.
         dtype: dtype of the parameters.
+        band_scale: parameterisation of the band weights, as :class:`SREConv`'s.
 
     Raises:
         ValueError: for an even kernel size, ``groups`` not dividing the channels, ``num_rings < 1``, or an input of
@@ -630,10 +817,11 @@ class SREConvTranspose(_SREConvNd):
         num_rings: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        band_scale: str = "none",
     ) -> None:
         super().__init__(
             spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-            num_rings, True, output_padding, "dense", device, dtype,
+            num_rings, True, output_padding, "dense", device, dtype, band_scale,
         )
         for op, s, d in zip(self.output_padding, self.stride, self.dilation):
             if op >= max(s, d):
@@ -669,9 +857,10 @@ class _TorchStyleSREConvTranspose(SREConvTranspose):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         num_rings: int | None = None,
+        band_scale: str = "none",
     ) -> None:
         super().__init__(self._spatial_dims, in_channels, out_channels, kernel_size, stride, padding, output_padding,
-                         groups, bias, dilation, padding_mode, num_rings, device, dtype)
+                         groups, bias, dilation, padding_mode, num_rings, device, dtype, band_scale)
 
 
 class SREConvTranspose1d(_TorchStyleSREConvTranspose):

@@ -39,7 +39,7 @@ from torch import nn
 from monai_sre.layers.norm_folding import conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample
 from monai_sre.layers.rings import taps_inside
-from monai_sre.layers.sre_conv import SREConv
+from monai_sre.layers.sre_conv import SREConv, set_band_scale_
 
 __all__ = [
     "SREResNet",
@@ -94,7 +94,7 @@ def smooth_input_gain(conv: SREConv, max_channels: int = 32) -> float:
     with torch.random.fork_rng(devices=[]):  # the probe's own initialisation leaves the caller's random stream alone
         probe = SREConv(conv.spatial_dims, conv.weight.shape[1], rows, conv.kernel_size, bias=False,
                         num_rings=conv.num_rings, device=conv.weight.device, dtype=conv.weight.dtype)
-    probe.weight.copy_(conv.weight[:rows])
+    probe.weight.copy_(conv.band_weight()[:rows])
     kernel = probe.dense_kernel().flatten(2)
     return float(kernel.sum(-1).pow(2).sum() / kernel.pow(2).sum().clamp_min(torch.finfo(kernel.dtype).tiny))
 
@@ -326,9 +326,13 @@ class SREResNet(nn.Module):
         block_norm: norm of the blocks and shortcuts; None gives ``norm``, except that a norm whose arguments fix
             the feature shape (``("layer", {"normalized_shape": ...})``, which fits the stem only) gives ``"batch"``
             in the blocks, as in MONAI's ResNet.
+        band_scale: parameterisation of every SRE layer's band weights (:data:`~monai_sre.layers.BAND_SCALES`):
+            ``"none"`` suits Adam, ``"rsqrt_taps"`` SGD (every tap then steps as a dense tap does, whatever the
+            size of its band; :func:`~monai_sre.layers.band_scale`). Outputs and checkpoints do not depend on it:
+            a checkpoint trained under one loads into a network built with the other.
 
     Raises:
-        ValueError: for an unknown ``block``, ``shortcut_type`` or ``downsample_mode``, ``layers``,
+        ValueError: for an unknown ``block``, ``shortcut_type``, ``downsample_mode`` or ``band_scale``, ``layers``,
             ``block_inplanes`` or ``kernel_size`` not of length 4, an even kernel size; at call time for an input of
             the wrong rank or channel count or smaller than :attr:`min_input_size`.
     """
@@ -358,6 +362,7 @@ class SREResNet(nn.Module):
         downsample_mode: str = "avg",
         zero_init_residual: bool = False,
         block_norm: str | tuple | None = None,
+        band_scale: str = "none",
     ) -> None:
         super().__init__()
         block_type = _resolve_block(block)
@@ -412,6 +417,8 @@ class SREResNet(nn.Module):
         #: otherwise it no longer downsamples and the deeper stages run on a single voxel.
         self.min_input_size = tuple(_minimum_size(s) for s in strides_per_axis)
         self._init_weights(zero_init_residual)
+        # after the initialisation, which draws the band weights: the re-parameterisation keeps them
+        set_band_scale_(self, band_scale)
 
     @staticmethod
     def _stage_kernels(kernel_size: Sequence[_KernelSize] | int | None, spatial_dims: int) -> list[_KernelSize]:
@@ -474,7 +481,7 @@ class SREResNet(nn.Module):
             if isinstance(m, SREConv):
                 # Only the taps inside the circle carry a weight: fan-out = out_channels * taps inside.
                 fan_out = m.out_channels * taps_inside(m.kernel_size, m.spatial_dims, m.num_rings)
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                m.init_band_weight_(nn.init.normal_, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, _NORMS):
