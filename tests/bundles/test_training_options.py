@@ -16,6 +16,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, RandAffined, RandFlipd, RandRotated, RandScaleCropd
 
+from monai_sre.layers import SREConv, band_scale
 from monai_sre.optim import build_lr_scheduler, build_optimizer
 from monai_sre.transforms.augmentation import training_augmentation
 from tests.bundles.test_bundles import TINY, _bundle, _run
@@ -136,6 +137,12 @@ def test_optimizer_and_schedule_overrides(name):
     assert (sched.T_max, sched.eta_min) == (100, 1e-6)
     # the trainer and the checkpoint get it through the same id (resolving the trainer would write TensorBoard logs)
     assert parser.get_parsed_content("train#optimizer") is opt
+    # the band weights' parameterisation follows the optimizer (band_scale_for), unless overridden
+    modes = {m.band_scale_mode for m in default.get_parsed_content("network_def").modules() if isinstance(m, SREConv)}
+    assert modes == {"none"} and default.get_parsed_content("band_scale") == "none"
+    modes = {m.band_scale_mode for m in parser.get_parsed_content("network_def").modules() if isinstance(m, SREConv)}
+    assert modes == {"rsqrt_taps"} and parser.get_parsed_content("train_settings")["band_scale"] == "rsqrt_taps"
+    assert _parser(name, optimizer="sgd", band_scale="none").get_parsed_content("band_scale") == "none"
 
 
 def test_schedules():
@@ -177,9 +184,22 @@ def test_bundle_trains_with_the_paper_recipe(tmp_path, name, augmentation):
     _run(bundle, "run", "training", "--config_file", "configs/train.json", *TINY[name][2:8], "--epochs", "2",
          "--optimizer", "sgd", "--lr_schedule", "cosine", "--learning_rate", "0.02", "--weight_decay", "0.001",
          "--augmentation", augmentation)  # fmt: skip
-    final = torch.load(bundle / "models" / "model_final.pt", weights_only=True)
+    final = torch.load(bundle / "runs" / "default" / "model_final.pt", weights_only=True)  # the run folder
     group = final["optimizer"]["param_groups"][0]
     assert (group["momentum"], group["weight_decay"], group["initial_lr"]) == (0.9, 0.001, 0.02)
     assert all("momentum_buffer" in s for s in final["optimizer"]["state"].values())  # SGD's state, not Adam's
     assert (final["lr_scheduler"]["T_max"], final["lr_scheduler"]["eta_min"]) == (2, 1e-6)
     assert final["lr_scheduler"]["last_epoch"] == 2 and group["lr"] == pytest.approx(1e-6)
+    # SGD trained the band weights stored times 1/sqrt(taps); the checkpoint says so, and a network built with the
+    # inference config (band_scale "none") computes the same function from it
+    state = final["model"]
+    served = _parser(name).get_parsed_content("network_def")
+    trained = _parser(name, optimizer="sgd").get_parsed_content("network_def")
+    expected = band_scale(torch.tensor(trained.conv1.band_sizes)).float()
+    assert torch.equal(state["conv1.band_scale"], expected) and not torch.equal(expected, torch.ones_like(expected))
+    served.load_state_dict(state)
+    trained.load_state_dict(state)
+    x = torch.rand(2, *([1] + [28] * DIMS[name]))
+    with torch.no_grad():
+        torch.testing.assert_close(served.eval()(x), trained.eval()(x), rtol=1e-4, atol=1e-5)
+    assert {m.band_scale_mode for m in served.modules() if isinstance(m, SREConv)} == {"none"}
