@@ -27,6 +27,12 @@ weight's version counter, storage, device and dtype, so ``load_state_dict``, in-
 invalidate it, and it never holds an autograd graph. The decomposed path keeps its fixed per-band filters per dtype,
 channel count and device. Under TorchScript and tracing (ONNX export) the decomposed path runs as plain convolutions,
 so exported graphs contain only standard operators.
+
+The stored ``weight`` times the ``band_scale`` buffer is the band weight the convolution uses. ``band_scale="none"``
+(default) stores the band weights themselves; ``"rsqrt_taps"`` stores them times ``sqrt(n_b)`` so that SGD moves
+every tap as far as a dense kernel's tap whatever the size ``n_b`` of its band (:func:`band_scale`). State-dict
+version 2 saves the buffer; loading converts a file stored under any scale, or written before version 2 (no buffer,
+the band weights themselves), to the layer's own.
 """
 
 from __future__ import annotations
