@@ -16,8 +16,7 @@ ResNet-18 fitted the training set. This script isolates candidate causes, one sw
 - ``--conv-lr``, ``--other-lr``: another rate for the SRE band weights or for everything else (norms, linear layer).
 - ``--band-scale rsqrt_taps``: band weights stored times ``sqrt(n_b)`` (``monai_sre.layers.band_scale``), so SGD
   steps every tap as a dense tap whatever its band's size: rules out band-size-dependent steps.
-- ``--warmup``, ``--clip``: linear learning-rate warm-up over that many epochs, gradient-norm clipping: rules out a
-  too-large first step.
+- ``--warmup``: linear learning-rate warm-up over that many epochs: rules out a too-large first step.
 - ``--zero-init-residual``: every block starts as its shortcut (torchvision's option).
 - ``--standardize``, ``--padding-mode``: inputs with zero mean and unit variance, or reflect/replicate padding in every
   SRE layer: rule out the border of a large kernel's zero padding on a positive input (the ReLU outputs are).
@@ -88,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zero-init-residual", action="store_true",
                         help="zero the last norm's weight of every residual branch (torchvision's option)")
     parser.add_argument("--standardize", action="store_true", help="inputs standardised with the training mean/std")
-    parser.add_argument("--clip", type=float, help="clip the gradient norm to this value")
     parser.add_argument("--padding-mode", choices=("zeros", "reflect", "replicate", "circular"), default="zeros",
                         help="padding mode of every SRE convolution")
     parser.add_argument("--band-scale", choices=BAND_SCALES, default="none",
@@ -150,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             loss = loss_fn(net(xt[idx]), yt[idx])
             opt.zero_grad()
             loss.backward()
-            if args.clip:
-                nn.utils.clip_grad_norm_(net.parameters(), args.clip)
             opt.step()
             sched.step()
             losses.append(loss.item())
