@@ -63,6 +63,8 @@ class Model(NamedTuple):
     label: str
 
 
+_PAPER = ("--augmentation", "standard", "--optimizer", "sgd", "--learning_rate", "0.02", "--weight_decay", "0.001",
+          "--lr_schedule", "cosine", "--batch_size", "128")
 #: Models of the comparison; adding a recipe variant is one entry (its overrides win over ``--set``).
 MODELS: dict[str, Model] = {
     # "none" spelt out: the 2D bundle's default is "standard" since its version 0.5.0, and a record must say what it ran
@@ -70,10 +72,12 @@ MODELS: dict[str, Model] = {
     "resnet": Model("resnet", ("--augmentation", "none"), "ResNet-18 (MONAI)"),
     "resnet_rotation": Model("resnet", ("--augmentation", "rotation"), "ResNet-18 (MONAI), rotation aug."),
     "sre_standard": Model("sre", ("--augmentation", "standard"), "SRE-ResNet-18, standard aug."),
-    # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection
-    "sre_paper": Model("sre", ("--augmentation", "standard", "--optimizer", "sgd", "--learning_rate", "0.02",
-                               "--weight_decay", "0.001", "--lr_schedule", "cosine", "--batch_size", "128"),
+    # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
+    # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled
+    "sre_paper": Model("sre", _PAPER + ("--band_scale", "rsqrt_taps"),
                        "SRE-ResNet-18, paper recipe (SGD 2e-2, cosine, batch 128, standard aug.)"),
+    "sre_paper_unscaled": Model("sre", _PAPER + ("--band_scale", "none"),
+                                "SRE-ResNet-18, paper recipe, band_scale none"),
 }
 DEFAULT_MODELS = ("sre", "resnet", "resnet_rotation")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
