@@ -116,7 +116,13 @@ def _is_exporting() -> bool:
 # (string) annotation "bool": give it the type itself.
 _is_exporting.__annotations__["return"] = bool
 
-def band_scale(band_sizes: torch.Tensor, mode: str = "rsqrt_taps") -> torch.Tensor:
+def _check_band_scale(mode: str) -> str:
+    if mode not in BAND_SCALES:
+        raise ValueError(f"band_scale must be one of {BAND_SCALES}, got {mode!r}.")
+    return mode
+
+
+def band_scale(band_sizes: torch.Tensor | Sequence[int], mode: str = "rsqrt_taps") -> torch.Tensor:
     """Per-band factor between a stored SRE weight and the band weight the convolution uses.
 
     A band of ``n_b`` taps receives the summed gradient of its taps. With the factor ``c_b`` a plain SGD step moves
@@ -127,7 +133,8 @@ def band_scale(band_sizes: torch.Tensor, mode: str = "rsqrt_taps") -> torch.Tens
     ``"rsqrt_taps"`` shrinks wide bands' steps. Measured in ``benchmarks/band_parameterisation.py``.
 
     Args:
-        band_sizes: number of taps of each band (:func:`~monai_sre.layers.rings.ring_sizes`).
+        band_sizes: number of taps of each band (:func:`~monai_sre.layers.rings.ring_sizes`, or a layer's
+            ``band_sizes``).
         mode: one of :data:`BAND_SCALES`.
 
     Returns:
@@ -136,10 +143,8 @@ def band_scale(band_sizes: torch.Tensor, mode: str = "rsqrt_taps") -> torch.Tens
     Raises:
         ValueError: for a ``mode`` not in :data:`BAND_SCALES`.
     """
-    if mode not in BAND_SCALES:
-        raise ValueError(f"band_scale must be one of {BAND_SCALES}, got {mode!r}.")
-    sizes = band_sizes.to(torch.float64)
-    if mode == "none":
+    sizes = torch.as_tensor(band_sizes).to(torch.float64)
+    if _check_band_scale(mode) == "none":
         return torch.ones_like(sizes)
     return torch.where(sizes > 0, sizes.clamp(min=1).rsqrt(), torch.ones_like(sizes))
 
@@ -220,11 +225,10 @@ def set_band_scale_(module: nn.Module, mode: str) -> nn.Module:
     Raises:
         ValueError: for a ``mode`` not in :data:`BAND_SCALES`.
     """
-    if mode not in BAND_SCALES:
-        raise ValueError(f"band_scale must be one of {BAND_SCALES}, got {mode!r}.")
+    _check_band_scale(mode)
     for layer in module.modules():
         if isinstance(layer, _SREConvNd) and layer.band_scale_mode != mode:
-            new = band_scale(torch.tensor(layer.band_sizes), mode).to(layer.band_scale)
+            new = band_scale(layer.band_sizes, mode).to(layer.band_scale)
             layer.weight.mul_(layer.band_scale / new)
             layer.band_scale.copy_(new)
             layer.band_scale_mode = mode
@@ -304,7 +308,7 @@ class _SREConvNd(nn.Module):
         # band_weight and _load_from_state_dict); a file from before version 2 has none and stored the band weights.
         self.band_sizes = tuple(int(n) for n in ring_sizes(index, self.num_rings))
         self.band_scale_mode = band_scale_mode
-        scale = band_scale(torch.tensor(self.band_sizes), band_scale_mode)
+        scale = band_scale(self.band_sizes, band_scale_mode)
         self.register_buffer("band_scale", scale.to(device=device, dtype=dtype or torch.get_default_dtype()))
         # Fan-in of one output: the input channels of its group times the taps inside the circle (for the transposed
         # layout the weight's second axis is the output channels of a group, as in torch).
