@@ -20,8 +20,11 @@ ResNet-18 fitted the training set. This script isolates candidate causes, one sw
 - ``--zero-init-residual``: every block starts as its shortcut (torchvision's option).
 - ``--standardize``, ``--padding-mode``: inputs with zero mean and unit variance, or reflect/replicate padding in every
   SRE layer: rule out the border of a large kernel's zero padding on a positive input (the ReLU outputs are).
+- ``--augmentation rotation|standard``: the bundles' training augmentation (``monai_sre.transforms``) on every
+  training image; ``--model resnet --augmentation rotation`` asks whether a dense network that must ignore
+  orientation also fits slowly, i.e. whether the slow start belongs to the invariant function class, not to SRE.
 
-It trains with a plain loop (no bundle, no augmentation; images scaled 0-255 -> 0-1 as the bundles' ``8bit_range``
+It trains with a plain loop (no bundle, no augmentation unless named; images scaled 0-255 -> 0-1 as the bundles' ``8bit_range``
 rule) and prints per epoch the mean training loss, validation AUC, ACC and the share of validation images predicted
 as the training set's majority class. Example::
 
@@ -36,6 +39,7 @@ import time
 
 import numpy as np
 import torch
+from monai.transforms import Compose
 from torch import nn
 
 from monai_sre.data.medmnist import dataset_info, load_split
@@ -44,6 +48,7 @@ from monai_sre.io.files import write_json
 from monai_sre.layers import BAND_SCALES, SREConv, set_band_scale_
 from monai_sre.layers.rings import ring_index, ring_sizes
 from monai_sre.recipes import medmnist_classifier
+from monai_sre.transforms import AUGMENTATIONS, training_augmentation
 
 
 @torch.no_grad()
@@ -91,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="padding mode of every SRE convolution")
     parser.add_argument("--band-scale", choices=BAND_SCALES, default="none",
                         help="parameterisation of the SRE band weights (monai_sre.layers.band_scale)")
+    parser.add_argument("--augmentation", choices=AUGMENTATIONS, default="none",
+                        help="the bundles' training augmentation of that name, applied to every training image")
     parser.add_argument("--json", help="also write the per-epoch rows here")
     args = parser.parse_args(argv)
 
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if x_train.ndim != 3 or y_train.ndim != 1:
         raise ValueError(f"--flag {args.flag}: expected a 2D gray single-label dataset, got images {x_train.shape}")
     xt = torch.from_numpy(x_train).float()[:, None] / 255
+    augment = Compose(training_augmentation(args.augmentation, 2, x_train.shape[-1], keys="image"))
+    augment.set_random_state(seed=args.seed)
     yt = torch.from_numpy(y_train).long()
     xv = torch.from_numpy(x_val).float()[:, None] / 255
     classes = int(y_train.max()) + 1
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     prior = np.bincount(y_train) / len(y_train)
     print(f"{args.model} {args.optimizer} lr {args.lr} path {args.path} dc-init {args.dc_init} band-scale "
           f"{args.band_scale} warm-up {args.warmup} zero-init-residual {args.zero_init_residual} "
-          f"kernel {args.kernel_size or 'default'} seed {args.seed}; majority class share of val: "
+          f"kernel {args.kernel_size or 'default'} augmentation {args.augmentation} seed {args.seed}; majority class share of val: "
           f"{float(np.mean(y_val == majority)):.3f}, loss of the class prior: "
           f"{-sum(p * math.log(p) for p in prior if p > 0):.3f}")
     for epoch in range(args.epochs):
@@ -145,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         order = torch.randperm(len(xt))
         for i in range(0, len(xt), args.batch_size):
             idx = order[i : i + args.batch_size]
-            loss = loss_fn(net(xt[idx]), yt[idx])
+            batch = xt[idx]
+            if args.augmentation != "none":
+                batch = torch.stack([augment({"image": img})["image"] for img in batch])
+            loss = loss_fn(net(batch), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -283,3 +283,26 @@ def test_band_parameterisation_step_table_supports_band_scale_for():
         ratio = step[optimizer, other, 4] / step[optimizer, other, 0]  # 32-tap band against the 1-tap centre
         assert ratio > 10 if optimizer.startswith("sgd") else ratio < 0.3
     assert {r["taps"] for r in rows if r["band"] == 4} == {32}
+
+
+def test_early_training_augmentation_switch_trains_on_the_bundles_augmented_images(data_root, tmp_path):
+    """``early_training.py --augmentation rotation`` (the diagnostic behind issue 14's plateau reading) feeds the
+    network the bundles' rotation augmentation: the same seed gives the same first epoch without it, another with
+    it, and the record names the switch."""
+    from benchmarks import early_training
+
+    def first_epoch(augmentation: str) -> dict:
+        out = tmp_path / f"{augmentation}.json"
+        argv = ["--model", "resnet", "--widen-factor", "0.125", "--batch-size", "128", "--epochs", "1",
+                "--augmentation", augmentation, "--json", str(out)]
+        assert early_training.main(argv) == 0
+        record = json.loads(out.read_text())
+        assert record["args"]["augmentation"] == augmentation
+        assert len(record["rows"]) == 1 and 0.0 <= record["rows"][0]["val_auc"] <= 1.0
+        return record["rows"][0]
+
+    plain, again, rotated = first_epoch("none"), first_epoch("none"), first_epoch("rotation")
+    assert plain["train_loss"] == pytest.approx(again["train_loss"], rel=1e-6)
+    assert rotated["train_loss"] != pytest.approx(plain["train_loss"], rel=1e-3)
+    with pytest.raises(SystemExit):
+        early_training.main(["--augmentation", "flip"])
