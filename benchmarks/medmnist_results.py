@@ -172,39 +172,67 @@ def _bundle_for(flag: str) -> Path:
     return REPO / "bundles" / ("sre_medmnist_3d" if flag.endswith("3d") else "sre_medmnist_2d")
 
 
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    """The bundle's last-epoch checkpoint of a run folder (``runs/default/checkpoint_<model>_last.pt``), if any."""
+    found = sorted((run_dir / "runs" / "default").glob("checkpoint_*_last.pt"))
+    return found[0] if found else None
+
+
 def _run_one(out: Path, flag: str, image_size: int, name: str, model: Model, seed: int, overrides: list[str],
-             timeout: float, threads: int) -> dict:
+             timeout: float, threads: int, resume: bool = False) -> dict:
     """Train and evaluate one (dataset, size, model, seed) in its own bundle copy; returns its record.
 
     ``threads`` is the run's ``OMP_NUM_THREADS``: with more runs than cores, torch's OpenMP threads spin-wait for each
     other (an epoch took 55 s instead of 3.5 s with 2 threads beside another process on 2 cores).
+
+    A run folder without a record is started over, unless ``resume`` is set and it holds the bundle's last-epoch
+    checkpoint: then training continues from it with the bundle's own ``--resume true`` (exact: same samples and
+    random state), its log appended, and the record says ``resumed``. A run that exceeds ``timeout`` seconds in a
+    command gets an ``error`` naming ``--timeout`` and ``--resume``, like any other failed run.
+
+    Raises:
+        ValueError: with ``resume``, when the folder's first attempt ran other overrides (``overrides.json``).
     """
     run_dir = out / "runs" / dataset_key(flag, image_size) / f"{name}_seed{seed}"
     record_file = run_dir / "record.json"
     if record_file.is_file():  # finished earlier: resumable
         return json.loads(record_file.read_text())
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    shutil.copytree(_bundle_for(flag) / "configs", run_dir / "configs")
-    shutil.copy(_bundle_for(flag) / "LICENSE", run_dir / "LICENSE")
     common = merge_overrides(
         ["--flag", flag, "--image_size", str(image_size), "--model_type", model.model_type, "--seed", str(seed),
          "--dataset_dir", str(out / "data")],  # exports to data/<flag>_<size>_nifti
         overrides,
         model.overrides,
     )
+    first = run_dir / "overrides.json"
+    resuming = resume and _last_checkpoint(run_dir) is not None
+    if resuming and first.is_file() and json.loads(first.read_text()) != common:
+        raise ValueError(f"--resume: {run_dir} was started with the overrides {json.loads(first.read_text())}, "
+                         f"not {common}; rerun without --resume to start it over")
+    if not resuming:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        shutil.copytree(_bundle_for(flag) / "configs", run_dir / "configs")
+        shutil.copy(_bundle_for(flag) / "LICENSE", run_dir / "LICENSE")
+        write_json(common, first)
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads)}
     record = {"flag": flag, "image_size": image_size, "model": name, "model_type": model.model_type,
               "label": model.label, "seed": seed, "overrides": common}
+    if resuming:
+        record["resumed"] = True
     start = time.perf_counter()
     for step, args in (
-        ("training", ["--config_file", "configs/train.json"]),
+        ("training", ["--config_file", "configs/train.json", *(["--resume", "true"] if resuming else [])]),
         ("evaluating", ["--config_file", "['configs/train.json','configs/evaluate.json']"]),
     ):
         t0 = time.perf_counter()
-        with open(run_dir / f"{step}.log", "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", step, *args, *common], cwd=run_dir,
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        with open(run_dir / f"{step}.log", "a" if resuming and step == "training" else "w") as log:
+            try:
+                proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", step, *args, *common],
+                                      cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                record["error"] = (f"{step} exceeded --timeout {timeout:g} s; see {run_dir / (step + '.log')}; "
+                                   "rerun with a larger --timeout and --resume to continue from its last checkpoint")
+                return record
         record[f"{step}_seconds"] = round(time.perf_counter() - t0, 1)
         if proc.returncode != 0:
             record["error"] = f"{step} failed (exit {proc.returncode}); see {run_dir / (step + '.log')}"
@@ -380,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs in parallel (each gets OMP_NUM_THREADS = cores // jobs unless OMP_NUM_THREADS is set)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per bundle command")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an unfinished run (no record.json) from its last-epoch checkpoint instead of "
+                             "starting it over (the bundle's --resume true; same overrides required)")
     parser.add_argument("--summarize-only", action="store_true",
                         help="only tabulate and plot the runs already finished under --out")
     parser.add_argument("--set", nargs=argparse.REMAINDER, default=[],
@@ -413,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(f, m, s) for f in args.datasets for s in args.seeds for m in models]
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // args.jobs))
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_run_one, out, f, size, m, models[m], s, args.set, args.timeout, threads)
+        futures = [pool.submit(_run_one, out, f, size, m, models[m], s, args.set, args.timeout, threads, args.resume)
                    for f, m, s in jobs]
         records = []
         for fut, job in zip(futures, jobs):

@@ -155,3 +155,54 @@ def test_summarize_only_writes_table_json_and_plots(tmp_path, monkeypatch):
         assert (tmp_path / f"robustness_{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         mr.main(["--out", str(tmp_path), "--models", "vit"])
+
+
+def test_a_run_that_timed_out_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    """A command past ``--timeout`` becomes the run's error (naming ``--resume``), not a crash of the whole grid;
+    ``--resume`` then continues training with the bundle's ``--resume true`` in the same folder, appending to its
+    log, and refuses a folder first started with other overrides."""
+    import subprocess
+
+    calls = []
+
+    def fake_run(argv, cwd, env, stdout, stderr, timeout):
+        step = argv[4]
+        calls.append((step, list(argv), stdout.mode))
+        run = cwd / "runs" / "default"
+        if step == "training" and "--resume" not in argv:  # first attempt: one epoch, then the time is up
+            run.mkdir(parents=True)
+            (run / "checkpoint_sre_last.pt").write_bytes(b"epoch 1")
+            stdout.write("SupervisedTrainer - INFO - Epoch[1] Complete. Time taken: 00:00:05.000\n")
+            raise subprocess.TimeoutExpired(argv, timeout)
+        if step == "training":
+            assert (run / "checkpoint_sre_last.pt").read_bytes() == b"epoch 1"
+            stdout.write("SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 00:00:07.000\n")
+        else:
+            rotation = cwd / "eval" / "rotation"
+            rotation.mkdir(parents=True, exist_ok=True)
+            (cwd / "eval" / "metrics.csv").write_text("test_auc,0.75\ntest_acc,0.5\n")
+            (rotation / "rotation_summary.json").write_text(json.dumps({"models": {"sre": {"acc_0": 0.5}}}))
+            (rotation / "rotation_sre.csv").write_text(",".join(_HEAD) + "\n")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(mr.subprocess, "run", fake_run)
+    args = (tmp_path, "breastmnist", 28, "sre", mr.MODELS["sre"], 0, ["--epochs", "2"], 1.0, 1)
+    first = mr._run_one(*args)
+    assert "exceeded --timeout 1 s" in first["error"] and "--resume" in first["error"]
+    run_dir = tmp_path / "runs" / "breastmnist" / "sre_seed0"
+    assert not (run_dir / "record.json").exists()
+
+    record = mr._run_one(*args, resume=True)
+    assert [c[0] for c in calls] == ["training", "training", "evaluating"]
+    assert "--resume" not in calls[0][1] and calls[1][1][calls[1][1].index("--resume") + 1] == "true"
+    assert calls[1][2] == "a" and calls[2][2] == "w"  # the resumed training appends to the first attempt's log
+    assert record["resumed"] is True and "error" not in record
+    assert record["train_epoch_seconds"] == [5.0, 7.0] and record["test_auc"] == 0.75
+    assert json.loads((run_dir / "record.json").read_text())["resumed"] is True
+
+    (run_dir / "record.json").unlink()
+    with pytest.raises(ValueError, match="started with the overrides"):
+        mr._run_one(tmp_path, "breastmnist", 28, "sre", mr.MODELS["sre"], 0, ["--epochs", "3"], 1.0, 1, resume=True)
+    calls.clear()
+    restarted = mr._run_one(tmp_path, "breastmnist", 28, "sre", mr.MODELS["sre"], 0, ["--epochs", "3"], 1.0, 1)
+    assert "error" in restarted and "--resume" not in calls[0][1]  # without --resume the folder starts over
