@@ -24,9 +24,9 @@ ResNet-18 fitted the training set. This script isolates candidate causes, one sw
   training image; ``--model resnet --augmentation rotation`` asks whether a dense network that must ignore
   orientation also fits slowly, i.e. whether the slow start belongs to the invariant function class, not to SRE.
 
-It trains with a plain loop (no bundle, no augmentation unless named; images scaled 0-255 -> 0-1 as the bundles' ``8bit_range``
-rule) and prints per epoch the mean training loss, validation AUC, ACC and the share of validation images predicted
-as the training set's majority class. Example::
+It trains with a plain loop (no bundle, no augmentation unless named; images scaled 0-255 -> 0-1 as the bundles'
+``8bit_range`` rule) and prints per epoch the mean training loss, validation AUC, ACC and the share of validation
+images predicted as the training set's majority class. Example::
 
     OMP_NUM_THREADS=1 python benchmarks/early_training.py --model sre --lr 1e-3 --epochs 8 --dc-init matched
 """
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     prior = np.bincount(y_train) / len(y_train)
     print(f"{args.model} {args.optimizer} lr {args.lr} path {args.path} dc-init {args.dc_init} band-scale "
           f"{args.band_scale} warm-up {args.warmup} zero-init-residual {args.zero_init_residual} "
-          f"kernel {args.kernel_size or 'default'} augmentation {args.augmentation} seed {args.seed}; majority class share of val: "
+          f"kernel {args.kernel_size or 'default'} augmentation {args.augmentation} seed {args.seed}; "
+          f"majority class share of val: "
           f"{float(np.mean(y_val == majority)):.3f}, loss of the class prior: "
           f"{-sum(p * math.log(p) for p in prior if p > 0):.3f}")
     for epoch in range(args.epochs):

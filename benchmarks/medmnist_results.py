@@ -444,8 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(f, m, s) for f in args.datasets for s in args.seeds for m in models]
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // args.jobs))
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_run_one, out, f, size, m, models[m], s, args.set, args.timeout, threads, args.resume)
-                   for f, m, s in jobs]
+        futures = [
+            pool.submit(_run_one, out, f, size, m, models[m], s, args.set, args.timeout, threads, args.resume)
+            for f, m, s in jobs
+        ]
         records = []
         for fut, job in zip(futures, jobs):
             rec = fut.result()

@@ -108,16 +108,18 @@ def test_augmentation_is_in_training_only(name, augmentation):
 
 
 def test_default_augmentation_is_the_measured_choice():
-    """2D: ``standard`` (bundle 0.5.0, chosen on BreastMNIST, 3 seeds per recipe); 3D: ``none`` (not compared yet).
-    The defaults reach the training pipeline, and the 2D bundle's metadata says which version made the change."""
-    for name, default in (("sre_medmnist_2d", "standard"), ("sre_medmnist_3d", "none")):
+    """``standard`` in both bundles: 2D since 0.5.0 (chosen on BreastMNIST, 3 seeds per recipe), 3D since 0.4.0
+    (AdrenalMNIST3D, seed 0 of each recipe). The defaults reach the training pipeline, and each bundle's metadata says
+    which version made the change."""
+    for name, default in (("sre_medmnist_2d", "standard"), ("sre_medmnist_3d", "standard")):
         parser = _parser(name)
         assert parser["augmentation"] == default
         train = parser.get_parsed_content("train#preprocessing").transforms
         expected = training_augmentation(default, DIMS[name], 28)
         assert [type(t) for t in train[len(train) - len(expected):]] == [type(t) for t in expected]
-    meta = json.loads((BUNDLES / "sre_medmnist_2d" / "configs" / "metadata.json").read_text())
-    assert meta["version"] == "0.5.0" and "default augmentation 'standard'" in meta["changelog"]["0.5.0"]
+    for name, version in (("sre_medmnist_2d", "0.5.0"), ("sre_medmnist_3d", "0.4.0")):
+        meta = json.loads((BUNDLES / name / "configs" / "metadata.json").read_text())
+        assert meta["version"] == version and "default augmentation 'standard'" in meta["changelog"][version]
 
 
 @pytest.mark.parametrize("name", sorted(DIMS))
