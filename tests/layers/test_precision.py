@@ -45,7 +45,10 @@ def test_autocast_computes_in_half_precision_close_to_float32(path, dtype, dims,
     # as torch.nn.Conv under autocast: the output in the autocast dtype, gradients in the parameters' and input's
     assert y.dtype == dtype and y.shape == reference.shape
     assert [t.dtype for t in grads] == [torch.float32] * len(grads)
-    tolerance = 2e-2 if dtype == torch.bfloat16 else 4e-3  # 8 and 11 mantissa bits, sums over ~500 terms
+    # 8 and 11 mantissa bits, sums over ~500 terms. bfloat16 on a CPU without native bfloat16 (AVX2 only) is
+    # coarser: there oneDNN's bfloat16 convolution gives the dense path's input gradient 0.0219 (3D) and 0.0185 (2D)
+    # off float32 in this norm (the decomposed path 0.0033 and 0.0065); below 0.02 on the AVX-512 hosts before
+    tolerance = 3e-2 if dtype == torch.bfloat16 else 4e-3
     assert _relative_error(y, reference) < tolerance
     for a, b in zip(grads, reference_grads):
         assert _relative_error(a, b) < tolerance
