@@ -172,10 +172,14 @@ def _bundle_for(flag: str) -> Path:
     return REPO / "bundles" / ("sre_medmnist_3d" if flag.endswith("3d") else "sre_medmnist_2d")
 
 
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    """The bundle's last-epoch checkpoint of a run folder (``runs/default/checkpoint_<model>_last.pt``), if any."""
-    found = sorted((run_dir / "runs" / "default").glob("checkpoint_*_last.pt"))
-    return found[0] if found else None
+def _last_checkpoint(run_dir: Path, model_type: str) -> Path | None:
+    """The bundle's last-epoch checkpoint of a run folder, if it exists: ``runs/default/checkpoint_last.pt`` for SRE,
+    ``checkpoint_<model_type>_last.pt`` for a baseline (the bundle's ``last_ckpt_name``, made from ``ckpt_name``)."""
+    from monai_sre.recipes import checkpoint_name
+
+    path = run_dir / "runs" / "default" / checkpoint_name(model_type).replace("model", "checkpoint", 1).replace(
+        ".pt", "_last.pt")
+    return path if path.is_file() else None
 
 
 def _run_one(out: Path, flag: str, image_size: int, name: str, model: Model, seed: int, overrides: list[str],
@@ -204,7 +208,7 @@ def _run_one(out: Path, flag: str, image_size: int, name: str, model: Model, see
         model.overrides,
     )
     first = run_dir / "overrides.json"
-    resuming = resume and _last_checkpoint(run_dir) is not None
+    resuming = resume and _last_checkpoint(run_dir, model.model_type) is not None
     if resuming and first.is_file() and json.loads(first.read_text()) != common:
         raise ValueError(f"--resume: {run_dir} was started with the overrides {json.loads(first.read_text())}, "
                          f"not {common}; rerun without --resume to start it over")

@@ -163,6 +163,14 @@ def test_a_run_that_timed_out_resumes_from_its_last_checkpoint(tmp_path, monkeyp
     log, and refuses a folder first started with other overrides."""
     import subprocess
 
+    from monai.bundle import ConfigParser
+
+    # the file the bundle itself writes (its last_ckpt_name), so a name that --resume does not look for fails here
+    parser = ConfigParser()
+    parser.read_config(str(mr._bundle_for("breastmnist") / "configs" / "train.json"))
+    parser["model_type"] = "sre"
+    last = parser.get_parsed_content("last_ckpt_name")
+    assert last == "checkpoint_last.pt"
     calls = []
 
     def fake_run(argv, cwd, env, stdout, stderr, timeout):
@@ -171,11 +179,11 @@ def test_a_run_that_timed_out_resumes_from_its_last_checkpoint(tmp_path, monkeyp
         run = cwd / "runs" / "default"
         if step == "training" and "--resume" not in argv:  # first attempt: one epoch, then the time is up
             run.mkdir(parents=True)
-            (run / "checkpoint_sre_last.pt").write_bytes(b"epoch 1")
+            (run / last).write_bytes(b"epoch 1")
             stdout.write("SupervisedTrainer - INFO - Epoch[1] Complete. Time taken: 00:00:05.000\n")
             raise subprocess.TimeoutExpired(argv, timeout)
         if step == "training":
-            assert (run / "checkpoint_sre_last.pt").read_bytes() == b"epoch 1"
+            assert (run / last).read_bytes() == b"epoch 1"
             stdout.write("SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 00:00:07.000\n")
         else:
             rotation = cwd / "eval" / "rotation"
