@@ -174,11 +174,10 @@ def _bundle_for(flag: str) -> Path:
 
 def _last_checkpoint(run_dir: Path, model_type: str) -> Path | None:
     """The bundle's last-epoch checkpoint of a run folder, if it exists: ``runs/default/checkpoint_last.pt`` for SRE,
-    ``checkpoint_<model_type>_last.pt`` for a baseline (the bundle's ``last_ckpt_name``, made from ``ckpt_name``)."""
-    from monai_sre.recipes import checkpoint_name
+    ``checkpoint_<model_type>_last.pt`` for a baseline (the bundle's ``last_ckpt_name``)."""
+    from monai_sre.recipes import last_checkpoint_name
 
-    path = run_dir / "runs" / "default" / checkpoint_name(model_type).replace("model", "checkpoint", 1).replace(
-        ".pt", "_last.pt")
+    path = run_dir / "runs" / "default" / last_checkpoint_name(model_type)
     return path if path.is_file() else None
 
 

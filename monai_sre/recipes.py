@@ -29,6 +29,7 @@ __all__ = [
     "ARCHS",
     "medmnist_classifier",
     "checkpoint_name",
+    "last_checkpoint_name",
     "load_trained_classifiers",
 ]
 
@@ -102,6 +103,17 @@ def checkpoint_name(model_type: str) -> str:
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}.")
     return "model.pt" if model_type == "sre" else f"model_{model_type}.pt"
+
+
+def last_checkpoint_name(model_type: str) -> str:
+    """File name of the last-epoch training checkpoint of ``model_type`` (network, optimizer, scheduler, trainer state,
+    what ``--resume true`` continues from): ``checkpoint_last.pt`` for SRE, else ``checkpoint_<type>_last.pt``. The
+    bundles' ``last_ckpt_name`` and ``benchmarks/medmnist_results.py --resume`` both take it from here.
+
+    Raises:
+        ValueError: for an unknown ``model_type``.
+    """
+    return checkpoint_name(model_type).replace("model", "checkpoint", 1).replace(".pt", "_last.pt")
 
 
 def load_trained_classifiers(

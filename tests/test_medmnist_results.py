@@ -13,6 +13,7 @@ import statistics
 import pytest
 
 from benchmarks import medmnist_results as mr
+from monai_sre.recipes import last_checkpoint_name
 
 _HEAD = ["name", "kind", "axis", "angle", "acc", "auc", "n", "variant"]
 
@@ -171,6 +172,10 @@ def test_a_run_that_timed_out_resumes_from_its_last_checkpoint(tmp_path, monkeyp
     parser["model_type"] = "sre"
     last = parser.get_parsed_content("last_ckpt_name")
     assert last == "checkpoint_last.pt"
+    parser["model_type"] = "resnet"
+    assert parser.get_parsed_content("last_ckpt_name", lazy=False) == "checkpoint_resnet_last.pt"
+    with pytest.raises(ValueError, match="model_type must be one of"):
+        last_checkpoint_name("densenet")
     calls = []
 
     def fake_run(argv, cwd, env, stdout, stderr, timeout):
