@@ -72,6 +72,8 @@ MODELS: dict[str, Model] = {
     "resnet": Model("resnet", ("--augmentation", "none"), "ResNet-18 (MONAI)"),
     "resnet_rotation": Model("resnet", ("--augmentation", "rotation"), "ResNet-18 (MONAI), rotation aug."),
     "sre_standard": Model("sre", ("--augmentation", "standard"), "SRE-ResNet-18, standard aug."),
+    # the rotation-augmented ResNet's recipe for SRE: does the invariant network gain from turned training images too?
+    "sre_rotation": Model("sre", ("--augmentation", "rotation"), "SRE-ResNet-18, rotation aug."),
     # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
     # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled
     "sre_paper": Model("sre", _PAPER + ("--band_scale", "rsqrt_taps"),

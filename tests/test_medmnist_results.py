@@ -51,7 +51,7 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     # every model names its augmentation: the bundles' defaults differ (2D standard, 3D none) and may change again
     assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
         "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "sre_standard": "standard",
-        "sre_paper": "standard", "sre_paper_unscaled": "standard"}
+        "sre_rotation": "rotation", "sre_paper": "standard", "sre_paper_unscaled": "standard"}
     paper = {"augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02", "weight_decay": "0.001",
              "lr_schedule": "cosine", "batch_size": "128"}
     assert mr.parse_overrides(mr.MODELS["sre_paper"].overrides) == {**paper, "band_scale": "rsqrt_taps"}
