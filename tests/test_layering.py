@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "recipes": {"networks", "io"},
     "evaluation": {"transforms", "data", "io"},
     "inference": {"transforms", "data", "io"},
-    "bundle": {"data", "transforms", "optim", "recipes", "networks", "layers", "io"},
+    "bundle": {"data", "evaluation", "transforms", "optim", "recipes", "networks", "layers", "io"},
     "cli": {"data", "evaluation", "inference", "io"},
     "__init__": {"layers", "networks", "registration"},
 }

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monai_sre.data import FORMATS, MedMNISTInfo, available_flags, available_sizes, dataset_info
+from monai_sre.evaluation.selection import VAL_METRICS
 from monai_sre.layers import BAND_SCALES
 from monai_sre.optim import LR_SCHEDULES, OPTIMIZERS
 from monai_sre.recipes import ARCHS, MODEL_TYPES
@@ -88,6 +89,12 @@ def _kernel_size(value: Any) -> str | None:
     return None if ok else "an odd positive integer or a list of 4 of them (one per stage), e.g. [9, 9, 5, 5]"
 
 
+def _angles(value: Any) -> str | None:
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(a) for a in value)
+    ok = ok and len({float(a) % 360 for a in value}) == len(value)
+    return None if ok else "a non-empty list of distinct angles in degrees (0 is the upright image), e.g. [0, 10, 45]"
+
+
 def _data_root(value: Any) -> str | None:
     if value is None:
         return None
@@ -110,6 +117,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "epochs": _positive_int,
     "batch_size": _positive_int,
     "val_interval": _positive_int,
+    "val_angles": _angles,
+    "val_metric": _one_of(VAL_METRICS),
     "learning_rate": _positive_number,
     "weight_decay": _non_negative_number,
     "optimizer": _one_of(OPTIMIZERS),

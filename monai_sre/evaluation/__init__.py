@@ -6,7 +6,8 @@
 
 Modules: :mod:`.metrics` (ACC/AUC), :mod:`.rotated_sets` (rotated and flipped test sets), :mod:`.robustness`
 (evaluation and summary), :mod:`.report` (CSV, JSON, plot), :mod:`.bundle_evaluation` (trained checkpoints of a bundle,
-read through its datalist and validation transforms). The exact cube and square symmetries come from
+read through its datalist and validation transforms), :mod:`.selection` (checkpoint selection: turned validation
+images, the key metric). The exact cube and square symmetries come from
 :mod:`monai_sre.transforms.symmetry`, the group the rotation check of :mod:`monai_sre.inference` uses too.
 """
 
@@ -33,6 +34,7 @@ from monai_sre.evaluation.rotated_sets import (
     rotate,
     rotation_transforms,
 )
+from monai_sre.evaluation.selection import VAL_METRICS, RotatedCopies, validation_metrics
 
 __all__ = [
     "TASKS",
@@ -46,6 +48,8 @@ __all__ = [
     "CSV_FIELDS",
     "VARIANTS",
     "inscribed_mask",
+    "RotatedCopies",
+    "VAL_METRICS",
     "RotationSpec",
     "cube_rotations",
     "evaluate_bundle_checkpoints",
@@ -55,6 +59,7 @@ __all__ = [
     "rotation_transforms",
     "run_rotation_evaluation",
     "summarize",
+    "validation_metrics",
     "write_csv",
     "write_json",
 ]

@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The bundles' training options: ``augmentation``, ``optimizer``, ``lr_schedule`` (plain overrides)."""
+"""The bundles' training options: ``augmentation``, ``optimizer``, ``lr_schedule``, ``val_angles`` (plain overrides)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.engines import default_prepare_batch
 from monai.transforms import Compose, RandAffined, RandFlipd, RandRotated, RandScaleCropd
 
+from monai_sre.evaluation import RotatedCopies
 from monai_sre.layers import SREConv, band_scale
 from monai_sre.optim import build_lr_scheduler, build_optimizer
 from monai_sre.transforms.augmentation import training_augmentation
@@ -147,6 +149,34 @@ def test_optimizer_and_schedule_overrides(name):
     modes = {m.band_scale_mode for m in parser.get_parsed_content("network_def").modules() if isinstance(m, SREConv)}
     assert modes == {"rsqrt_taps"} and parser.get_parsed_content("train_settings")["band_scale"] == "rsqrt_taps"
     assert _parser(name, optimizer="sgd", band_scale="none").get_parsed_content("band_scale") == "none"
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_val_angles_select_on_turned_copies_and_test_metrics_stay_upright(name):
+    """``val_angles`` reaches the validation evaluator that picks the checkpoint, not the test evaluation."""
+    default = _parser(name)
+    assert default["val_angles"] == [0] and default["validate"]["evaluator"]["prepare_batch"] == "@validate#prepare_batch"
+    upright = default.get_parsed_content("validate#prepare_batch")
+    assert isinstance(upright, RotatedCopies) and [s.angle for s in upright.specs] == [0.0]
+    turned = _parser(name, val_angles=[0, 10, 45]).get_parsed_content("validate#prepare_batch")
+    assert turned.spatial_dims == DIMS[name] and len(turned) == (3 if DIMS[name] == 2 else 7)
+    assert _parser(name, val_angles=[0, 10, 45]).get_parsed_content("train_settings")["val_angles"] == [0, 10, 45]
+    evaluation = _parser(name, "train.json", "evaluate.json", val_angles=[0, 10, 45], val_metric="auc_acc")
+    assert evaluation.get_parsed_content("validate#prepare_batch") is default_prepare_batch
+    assert list(evaluation.get_parsed_content("validate#key_metric")) == ["test_auc"]  # test metrics unchanged
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_val_metric_is_the_key_metric_that_picks_the_checkpoint(name):
+    default = _parser(name)
+    assert default["val_metric"] == "auc"
+    assert list(default.get_parsed_content("validate#key_metric")) == ["val_auc"]
+    assert list(default.get_parsed_content("validate#additional_metrics")) == ["val_acc"]
+    both = _parser(name, val_metric="auc_acc")
+    assert list(both.get_parsed_content("validate#key_metric")) == ["val_auc_acc"]
+    assert list(both.get_parsed_content("validate#additional_metrics")) == ["val_auc", "val_acc"]
+    assert both["validate"]["evaluator"]["key_val_metric"].replace("::", "#") == "@validate#key_metric"
+    assert "key_metric_name" in both["validate"]["best_model_saver"]["score_function"]  # the saver ranks by it
 
 
 def test_schedules():

@@ -1,0 +1,196 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Which checkpoint would each selection rule keep? Train once with every epoch saved, then score the rules offline.
+
+The 2D bundle keeps the checkpoint with the best validation AUC. To compare other rules without one training run per
+rule (a run is deterministic given its seed and thread count, so only the kept epoch differs), this script
+
+1. ``train``: copies the 2D bundle's configs to ``RUN`` and runs its own training command
+   (``python -m monai.bundle run training``) with one more config file that saves the network after every epoch
+   (``RUN/runs/default/epoch_NNN.pt``, with the input contract, as the bundle's own checkpoints);
+2. ``table``: scores every epoch's network on the validation split, upright, turned by 10° and 45° and turned and
+   back (the rotation report's bilinear resampling), into ``RUN/val_epochs.json``;
+3. ``rules``: prints the epoch each rule keeps with its validation ACC per transform. Rules: validation AUC (the
+   bundles' default, ``--val_metric auc``), the pooled AUC over 0°, 10° and 45° (``--val_angles "[0,10,45]"``),
+   the pooled ACC, the mean of pooled AUC and ACC (``--val_angles "[0,10,45]" --val_metric auc_acc``), the mean
+   of upright AUC and ACC (``--val_metric auc_acc``) and the last epoch. As ignite's ``Checkpoint`` does, the first
+   epoch reaching the maximum is kept.
+
+The kept checkpoints are then evaluated on the test set with ``monai-sre evaluate-rotation`` (commands in
+``benchmarks/README.md``), and ``summary --report DIR`` prints, per model of that report, the columns of the README's
+table: upright AUC and ACC, rotated mean and worst ACC over the angles other than 0°, ACC at 10°, the disk's worst
+drop and the control's mean drop.
+
+Example::
+
+    python benchmarks/checkpoint_selection.py train --run sel/b28_s0 --seed 0 --image-size 28 --dataset-dir sel/data
+    python benchmarks/checkpoint_selection.py table --run sel/b28_s0
+    python benchmarks/checkpoint_selection.py rules --run sel/b28_s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "sre_medmnist_2d"
+TASK = "binary-class"
+TRANSFORMS = ("rot_000", "rot_010", "rot_045", "rot_010_control", "rot_045_control")
+#: The extra config of ``train``: a handler that saves the network after every validation.
+SAVE_EVERY_EPOCH = {
+    "+initialize": [
+        "$@validate#evaluator.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED, lambda e: ("
+        "os.makedirs(@ckpt_dir, exist_ok=True), torch.save({'model': @network.state_dict(), "
+        "'input_contract': @input_contract.state_dict()}, os.path.join(@ckpt_dir, 'epoch_%03d.pt' % e.state.epoch))))"
+    ]
+}
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return ["--flag", args.flag, "--image_size", str(args.image_size), "--model_type", "sre", "--seed", str(args.seed),
+            "--dataset_dir", str(Path(args.dataset_dir).resolve()), "--augmentation", "standard"]  # fmt: skip
+
+
+def train(args: argparse.Namespace) -> None:
+    run = Path(args.run)
+    if run.exists():
+        raise SystemExit(f"--run {run} exists; give a new folder (nothing was changed)")
+    run.mkdir(parents=True)
+    shutil.copytree(BUNDLE / "configs", run / "configs")
+    (run / "save_every_epoch.json").write_text(json.dumps(SAVE_EVERY_EPOCH, indent=4) + "\n")
+    (run / "overrides.json").write_text(json.dumps(_overrides(args)) + "\n")
+    with open(run / "training.log", "w") as log:
+        subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                        "['configs/train.json','save_every_epoch.json']", *_overrides(args)],
+                       cwd=run, stdout=log, stderr=subprocess.STDOUT, check=True)  # fmt: skip
+
+
+def table(args: argparse.Namespace) -> None:
+    import torch
+    from monai.bundle import ConfigParser
+
+    from monai_sre.evaluation import medmnist_acc, rotation_transforms, scores_from_logits
+
+    run = Path(args.run)
+    overrides = json.loads((run / "overrides.json").read_text())
+    parser = ConfigParser()
+    parser.read_config(str(run / "configs" / "train.json"))
+    parser.update({k[2:]: v for k, v in zip(overrides[::2], overrides[1::2], strict=True)})
+    parser["image_size"], parser["seed"] = int(parser["image_size"]), int(parser["seed"])
+    parser.get_parsed_content("initialize")  # checks the settings, exports the split if needed
+    batches = list(parser.get_parsed_content("validate#dataloader"))
+    x = torch.cat([torch.as_tensor(b["image"]).as_subclass(torch.Tensor) for b in batches])
+    y = torch.cat([torch.as_tensor(b["label"]).as_subclass(torch.Tensor) for b in batches]).numpy()
+    specs = [s for s in rotation_transforms(2, [0, 10, 45], include_flips=False, variants=("full", "control"))
+             if s.name in TRANSFORMS]  # fmt: skip
+    inputs = {s.name: s(x) for s in specs}
+    net = parser.get_parsed_content("network_def")
+    epochs = {}
+    for checkpoint in sorted((run / "runs" / "default").glob("epoch_*.pt")):
+        net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+        net.eval()
+        with torch.no_grad():
+            scores = {name: scores_from_logits(net(v), TASK) for name, v in inputs.items()}
+        epoch = int(checkpoint.stem.split("_")[1])
+        epochs[epoch] = {name: s.tolist() for name, s in scores.items()}
+        print(epoch, {name: round(medmnist_acc(y, s, TASK), 3) for name, s in scores.items()}, flush=True)
+    (run / "val_epochs.json").write_text(json.dumps({"labels": y.tolist(), "epochs": epochs}))
+
+
+def _pooled(metric: Callable, angles: tuple[str, ...]) -> Callable:
+    def score(y: np.ndarray, s: dict[str, np.ndarray]) -> float:
+        return metric(np.concatenate([y] * len(angles)), np.concatenate([s[a] for a in angles]), TASK)
+
+    return score
+
+
+def selection_rules() -> dict[str, Callable | None]:
+    """Rule name to a score of one epoch's validation predictions (``None``: the last epoch)."""
+    from monai_sre.evaluation import medmnist_acc, medmnist_auc
+
+    turned = ("rot_000", "rot_010", "rot_045")
+    auc, acc = _pooled(medmnist_auc, ("rot_000",)), _pooled(medmnist_acc, ("rot_000",))
+    pooled_auc, pooled_acc = _pooled(medmnist_auc, turned), _pooled(medmnist_acc, turned)
+    return {
+        "AUC (default)": auc,
+        "pooled AUC [0,10,45]": pooled_auc,
+        "pooled ACC [0,10,45]": pooled_acc,
+        "pooled (AUC+ACC)/2 [0,10,45]": lambda y, s: (pooled_auc(y, s) + pooled_acc(y, s)) / 2,
+        "(AUC+ACC)/2": lambda y, s: (auc(y, s) + acc(y, s)) / 2,
+        "last epoch": None,
+    }
+
+
+def pick(scores: dict[int, float]) -> int:
+    """The first epoch with the highest score, as ignite's ``Checkpoint`` keeps it (it replaces only on a gain)."""
+    return max(sorted(scores), key=lambda e: (scores[e], -e))
+
+
+def rules(args: argparse.Namespace) -> None:
+    from monai_sre.evaluation import medmnist_acc, medmnist_auc
+
+    data = json.loads((Path(args.run) / "val_epochs.json").read_text())
+    y = np.asarray(data["labels"])
+    epochs = {int(e): {n: np.asarray(v) for n, v in s.items()} for e, s in data["epochs"].items()}
+    print(f"{args.run}: {len(epochs)} epochs; validation ACC of the kept epoch, upright / 10° / 45° / 10° and back / "
+          "45° and back; its upright validation AUC")  # fmt: skip
+    for name, rule in selection_rules().items():
+        epoch = max(epochs) if rule is None else pick({e: rule(y, s) for e, s in epochs.items()})
+        s = epochs[epoch]
+        accs = " / ".join(f"{medmnist_acc(y, s[t], TASK):.3f}" for t in TRANSFORMS)
+        print(f"  {name:30s} epoch {epoch:3d}   ACC {accs}   AUC {medmnist_auc(y, s['rot_000'], TASK):.3f}")
+
+
+def summary(args: argparse.Namespace) -> None:
+    import csv
+    import statistics
+
+    for path in sorted(Path(args.report).glob("rotation_*.csv")):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["kind"] == "angle"]
+
+        def accs(variant: str, upright: bool) -> list[float]:
+            return [float(r["acc"]) for r in rows if r["variant"] == variant and (float(r["angle"]) == 0) == upright]
+
+        acc0 = accs("full", True)[0]
+        auc0 = next(float(r["auc"]) for r in rows if r["variant"] == "full" and float(r["angle"]) == 0)
+        turned = accs("full", False)
+        at10 = next(float(r["acc"]) for r in rows if r["variant"] == "full" and float(r["angle"]) == 10)
+        disk0, disk = accs("disk", True)[0], accs("disk", False)
+        control = statistics.mean(accs("control", False))
+        print(f"{path.stem.removeprefix('rotation_')}: AUC {auc0:.3f} ACC {acc0:.3f} rotated mean {statistics.mean(turned):.3f}"
+              f" worst {min(turned):.3f} (drop {100 * (acc0 - min(turned)):.1f}) at 10 deg {at10:.3f} disk {disk0:.3f} /"
+              f" {min(disk):.3f} (drop {100 * (disk0 - min(disk)):.1f}) control mean {control:.3f}"
+              f" (drop {100 * (acc0 - control):.1f})")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    for step in ("train", "table", "rules", "summary"):
+        p = sub.add_parser(step)
+        if step == "summary":
+            p.add_argument("--report", required=True, help="a monai-sre evaluate-rotation report folder")
+            continue
+        p.add_argument("--run", required=True, help="run folder (train creates it)")
+        if step == "train":
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--flag", default="breastmnist")
+            p.add_argument("--image-size", type=int, default=28)
+            p.add_argument("--dataset-dir", required=True, help="where the bundle exports the MedMNIST split")
+    args = parser.parse_args(argv)
+    {"train": train, "table": table, "rules": rules, "summary": summary}[args.step](args)
+
+
+if __name__ == "__main__":
+    main()
