@@ -103,8 +103,9 @@ class RotatedCopies(PrepareBatch):
         specs = rotation_transforms(
             spatial_dims, angles, interpolation, axes, include_cube=False, include_flips=False
         )
-        upright = [s for s in specs if s.angle is not None and s.angle % 360 == 0]
-        turned = [s for s in specs if s.angle is None or s.angle % 360 != 0]
+        # only rotations by an angle here (no cube rotations, no flips), so every spec has an angle
+        upright = [s for s in specs if s.angle % 360 == 0]
+        turned = [s for s in specs if s.angle % 360 != 0]
         self.spatial_dims = spatial_dims
         #: the transforms applied, the upright image first when 0 is among the angles.
         self.specs: list[RotationSpec] = upright[:1] + turned
@@ -128,7 +129,7 @@ class RotatedCopies(PrepareBatch):
                 f"validation on turned copies expects (B, C, *spatial) batches with {self.spatial_dims} spatial "
                 f"dims, got shape {tuple(image.shape)}"
             )
-        if len(self.specs) == 1 and self.specs[0].angle == 0:
+        if len(self.specs) == 1 and self.specs[0].angle % 360 == 0:
             return image, label
         # Plain tensors: the copies carry no per-image metadata that would still be true after a rotation.
         x = image.as_tensor() if isinstance(image, MetaTensor) else image
