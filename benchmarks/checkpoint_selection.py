@@ -44,7 +44,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "sre_medmnist_2d"
-TASK = "binary-class"
+#: The task of a ``val_epochs.json`` written before the task was stored in it (BreastMNIST only).
+DEFAULT_TASK = "binary-class"
 TRANSFORMS = ("rot_000", "rot_010", "rot_045", "rot_010_control", "rot_045_control")
 #: The extra config of ``train``: a handler that saves the network after every validation.
 SAVE_EVERY_EPOCH = {
@@ -94,33 +95,34 @@ def table(args: argparse.Namespace) -> None:
     specs = [s for s in rotation_transforms(2, [0, 10, 45], include_flips=False, variants=("full", "control"))
              if s.name in TRANSFORMS]  # fmt: skip
     inputs = {s.name: s(x) for s in specs}
+    task = parser.get_parsed_content("task")  # the flag's MedMNIST task (RetinaMNIST: ordinal, scored multi-class)
     net = parser.get_parsed_content("network_def")
     epochs = {}
     for checkpoint in sorted((run / "runs" / "default").glob("epoch_*.pt")):
         net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
         net.eval()
         with torch.no_grad():
-            scores = {name: scores_from_logits(net(v), TASK) for name, v in inputs.items()}
+            scores = {name: scores_from_logits(net(v), task) for name, v in inputs.items()}
         epoch = int(checkpoint.stem.split("_")[1])
         epochs[epoch] = {name: s.tolist() for name, s in scores.items()}
-        print(epoch, {name: round(medmnist_acc(y, s, TASK), 3) for name, s in scores.items()}, flush=True)
-    (run / "val_epochs.json").write_text(json.dumps({"labels": y.tolist(), "epochs": epochs}))
+        print(epoch, {name: round(medmnist_acc(y, s, task), 3) for name, s in scores.items()}, flush=True)
+    (run / "val_epochs.json").write_text(json.dumps({"task": task, "labels": y.tolist(), "epochs": epochs}))
 
 
-def _pooled(metric: Callable, angles: tuple[str, ...]) -> Callable:
+def _pooled(metric: Callable, angles: tuple[str, ...], task: str) -> Callable:
     def score(y: np.ndarray, s: dict[str, np.ndarray]) -> float:
-        return metric(np.concatenate([y] * len(angles)), np.concatenate([s[a] for a in angles]), TASK)
+        return metric(np.concatenate([y] * len(angles)), np.concatenate([s[a] for a in angles]), task)
 
     return score
 
 
-def selection_rules() -> dict[str, Callable | None]:
-    """Rule name to a score of one epoch's validation predictions (``None``: the last epoch)."""
+def selection_rules(task: str = DEFAULT_TASK) -> dict[str, Callable | None]:
+    """Rule name to a score of one epoch's validation predictions of a ``task`` (``None``: the last epoch)."""
     from monai_sre.evaluation import medmnist_acc, medmnist_auc
 
     turned = ("rot_000", "rot_010", "rot_045")
-    auc, acc = _pooled(medmnist_auc, ("rot_000",)), _pooled(medmnist_acc, ("rot_000",))
-    pooled_auc, pooled_acc = _pooled(medmnist_auc, turned), _pooled(medmnist_acc, turned)
+    auc, acc = _pooled(medmnist_auc, ("rot_000",), task), _pooled(medmnist_acc, ("rot_000",), task)
+    pooled_auc, pooled_acc = _pooled(medmnist_auc, turned, task), _pooled(medmnist_acc, turned, task)
     return {
         "AUC (default)": auc,
         "pooled AUC [0,10,45]": pooled_auc,
@@ -140,15 +142,15 @@ def rules(args: argparse.Namespace) -> None:
     from monai_sre.evaluation import medmnist_acc, medmnist_auc
 
     data = json.loads((Path(args.run) / "val_epochs.json").read_text())
-    y = np.asarray(data["labels"])
+    y, task = np.asarray(data["labels"]), data.get("task", DEFAULT_TASK)
     epochs = {int(e): {n: np.asarray(v) for n, v in s.items()} for e, s in data["epochs"].items()}
     print(f"{args.run}: {len(epochs)} epochs; validation ACC of the kept epoch, upright / 10° / 45° / 10° and back / "
           "45° and back; its upright validation AUC")  # fmt: skip
-    for name, rule in selection_rules().items():
+    for name, rule in selection_rules(task).items():
         epoch = max(epochs) if rule is None else pick({e: rule(y, s) for e, s in epochs.items()})
         s = epochs[epoch]
-        accs = " / ".join(f"{medmnist_acc(y, s[t], TASK):.3f}" for t in TRANSFORMS)
-        print(f"  {name:30s} epoch {epoch:3d}   ACC {accs}   AUC {medmnist_auc(y, s['rot_000'], TASK):.3f}")
+        accs = " / ".join(f"{medmnist_acc(y, s[t], task):.3f}" for t in TRANSFORMS)
+        print(f"  {name:30s} epoch {epoch:3d}   ACC {accs}   AUC {medmnist_auc(y, s['rot_000'], task):.3f}")
 
 
 def summary(args: argparse.Namespace) -> None:

@@ -39,6 +39,23 @@ def test_rules_on_hand_made_epochs(tmp_path, capsys):
                     "pooled (AUC+ACC)/2 [0,10,45]": "2", "(AUC+ACC)/2": "2", "last epoch": "2"}  # fmt: skip
 
 
+def test_rules_score_a_multi_class_run_with_its_own_task(tmp_path, capsys):
+    # RetinaMNIST-like: 3 classes, scores per class; the task stored by ``table`` switches AUC/ACC to argmax scoring
+    y = np.array([0, 1, 2, 2])
+    right = [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]]  # every argmax right
+    wrong = [[0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]]  # two of four right
+    epochs = {"1": {t: right for t in cs.TRANSFORMS}, "2": {t: wrong for t in cs.TRANSFORMS}}
+    rules = cs.selection_rules("multi-class")
+    assert rules["(AUC+ACC)/2"](y, {t: np.array(right) for t in cs.TRANSFORMS}) == 1.0
+    assert rules["pooled ACC [0,10,45]"](y, {t: np.array(wrong) for t in cs.TRANSFORMS}) == 0.5
+    (tmp_path / "val_epochs.json").write_text(json.dumps({"task": "multi-class", "labels": y.tolist(), "epochs": epochs}))
+    cs.rules(type("Args", (), {"run": str(tmp_path)})())
+    out = capsys.readouterr().out
+    kept = dict(re.findall(r"^  (.+?) +epoch +(\d+) ", out, flags=re.M))
+    assert kept["AUC (default)"] == "1" and kept["(AUC+ACC)/2"] == "1" and kept["last epoch"] == "2"
+    assert "ACC 1.000 / 1.000 / 1.000 / 1.000 / 1.000   AUC 1.000" in out
+
+
 def test_summary_reads_a_rotation_report(tmp_path, capsys):
     fields = ["name", "kind", "axis", "angle", "acc", "auc", "n", "variant"]
     rows = [("rot_000", 0, 0.80, 0.9, "full"), ("rot_010", 10, 0.82, 0.9, "full"), ("rot_020", 20, 0.70, 0.8, "full"),
