@@ -81,6 +81,7 @@ def table(args: argparse.Namespace) -> None:
     from monai.bundle import ConfigParser
 
     from monai_sre.evaluation import medmnist_acc, rotation_transforms, scores_from_logits
+    from monai_sre.io.checkpoints import load_weights
 
     run = Path(args.run)
     overrides = json.loads((run / "overrides.json").read_text())
@@ -96,10 +97,10 @@ def table(args: argparse.Namespace) -> None:
              if s.name in TRANSFORMS]  # fmt: skip
     inputs = {s.name: s(x) for s in specs}
     task = parser.get_parsed_content("task")  # the flag's MedMNIST task (RetinaMNIST: ordinal, scored multi-class)
-    net = parser.get_parsed_content("network_def")
+    net, contract = parser.get_parsed_content("network_def"), parser.get_parsed_content("input_contract")
     epochs = {}
     for checkpoint in sorted((run / "runs" / "default").glob("epoch_*.pt")):
-        net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+        load_weights(net, checkpoint, contract=contract)  # the project's checkpoint reader, as evaluate-rotation's
         net.eval()
         with torch.no_grad():
             scores = {name: scores_from_logits(net(v), task) for name, v in inputs.items()}
