@@ -78,6 +78,7 @@ def train(args: argparse.Namespace) -> None:
 
 def table(args: argparse.Namespace) -> None:
     import torch
+    from fire.parser import DefaultParseValue
     from monai.bundle import ConfigParser
 
     from monai_sre.evaluation import medmnist_acc, rotation_transforms, scores_from_logits
@@ -87,8 +88,8 @@ def table(args: argparse.Namespace) -> None:
     overrides = json.loads((run / "overrides.json").read_text())
     parser = ConfigParser()
     parser.read_config(str(run / "configs" / "train.json"))
-    parser.update({k[2:]: v for k, v in zip(overrides[::2], overrides[1::2], strict=True)})
-    parser["image_size"], parser["seed"] = int(parser["image_size"]), int(parser["seed"])
+    # each value typed as `python -m monai.bundle run` typed it for training (fire's parser: "28" -> 28)
+    parser.update({k[2:]: DefaultParseValue(v) for k, v in zip(overrides[::2], overrides[1::2], strict=True)})
     parser.get_parsed_content("initialize")  # checks the settings, exports the split if needed
     batches = list(parser.get_parsed_content("validate#dataloader"))
     x = torch.cat([torch.as_tensor(b["image"]).as_subclass(torch.Tensor) for b in batches])
@@ -155,26 +156,16 @@ def rules(args: argparse.Namespace) -> None:
 
 
 def summary(args: argparse.Namespace) -> None:
-    import csv
-    import statistics
+    from monai_sre.evaluation import read_csv, summarize
 
     for path in sorted(Path(args.report).glob("rotation_*.csv")):
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r["kind"] == "angle"]
-
-        def accs(variant: str, upright: bool) -> list[float]:
-            return [float(r["acc"]) for r in rows if r["variant"] == variant and (float(r["angle"]) == 0) == upright]
-
-        acc0 = accs("full", True)[0]
-        auc0 = next(float(r["auc"]) for r in rows if r["variant"] == "full" and float(r["angle"]) == 0)
-        turned = accs("full", False)
-        at10 = next(float(r["acc"]) for r in rows if r["variant"] == "full" and float(r["angle"]) == 10)
-        disk0, disk = accs("disk", True)[0], accs("disk", False)
-        control = statistics.mean(accs("control", False))
-        print(f"{path.stem.removeprefix('rotation_')}: AUC {auc0:.3f} ACC {acc0:.3f} rotated mean {statistics.mean(turned):.3f}"
-              f" worst {min(turned):.3f} (drop {100 * (acc0 - min(turned)):.1f}) at 10 deg {at10:.3f} disk {disk0:.3f} /"
-              f" {min(disk):.3f} (drop {100 * (disk0 - min(disk)):.1f}) control mean {control:.3f}"
-              f" (drop {100 * (acc0 - control):.1f})")  # fmt: skip
+        s = summarize(read_csv(path))  # means and worst over the turned copies, as in the results tables
+        full, disk, control = s["rotation"], s["disk"], s["control"]
+        print(f"{path.stem.removeprefix('rotation_')}: AUC {s['auc_0']:.3f} ACC {s['acc_0']:.3f} rotated mean"
+              f" {full['mean_acc']:.3f} worst {full['worst']['acc']:.3f} (drop {100 * full['worst_drop_acc']:.1f})"
+              f" at {full['first_angle']['angle']:.0f} deg {full['first_angle']['acc']:.3f} disk {disk['acc_0']:.3f}"
+              f" / {disk['worst']['acc']:.3f} (drop {100 * disk['worst_drop_acc']:.1f}) control mean"
+              f" {control['mean_acc']:.3f} (drop {100 * (s['acc_0'] - control['mean_acc']):.1f})")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

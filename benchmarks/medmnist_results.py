@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -42,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from monai_sre.evaluation import summarize as summarize_report
 from monai_sre.evaluation import write_json
 from monai_sre.io import files
 
@@ -301,11 +303,19 @@ def _train_epoch_seconds(record: dict) -> float | None:
     return record["training_seconds"] / int(_recipe(record)["epochs"])
 
 
+def _report_rows(record: dict) -> list[dict]:
+    """The run's rotation report (kept in its record as the CSV's lines split at commas), typed by the package's
+    reader of that CSV."""
+    from monai_sre.evaluation import rows_from_csv
+
+    return rows_from_csv((",".join(cells) for cells in record["rows"]),
+                         source=f"record of {record['model']} seed {record['seed']} on {record['flag']}")  # fmt: skip
+
+
 def _worst_auc(record: dict) -> float | None:
-    """Lowest AUC over the rotations by an angle (full test set) of a run."""
-    head, *rows = record["rows"]
-    aucs = [float(r["auc"]) for r in (dict(zip(head, row)) for row in rows)
-            if r["kind"] == "angle" and r.get("variant", "full") == "full" and r["auc"] not in ("", "nan")]
+    """Lowest AUC over the turned copies (rotations by an angle other than 0°, full test set) of a run."""
+    aucs = [r["auc"] for r in _report_rows(record) if r["kind"] == "angle" and r["variant"] == "full"
+            and r["angle"] % 360 != 0 and not math.isnan(r["auc"])]  # fmt: skip
     return min(aucs) if aucs else None
 
 
@@ -389,13 +399,11 @@ def plot(records: list[dict], out: Path) -> list[Path]:
         runs_of = [r for r in done if dataset_key(r["flag"], r.get("image_size", 28)) == key]
         for model in dict.fromkeys(r["model"] for r in runs_of):
             runs = [r for r in runs_of if r["model"] == model]
-            head = runs[0]["rows"][0]
-            per_run = [[dict(zip(head, row)) for row in r["rows"][1:]] for r in runs]
-            rows = []
-            for i, row in enumerate(per_run[0]):
-                mean = {k: statistics.mean(float(p[i][k]) for p in per_run) for k in ("acc", "auc")}
-                rows.append({**row, "angle": float(row["angle"]) if row["angle"] else None, **mean, "n": int(row["n"])})
-            curves[_label(runs[0])] = rows
+            per_run = [_report_rows(r) for r in runs]
+            curves[_label(runs[0])] = [
+                {**row, **{k: statistics.mean(p[i][k] for p in per_run) for k in ("acc", "auc")}}
+                for i, row in enumerate(per_run[0])
+            ]
         path = out / f"robustness_{key}.png"
         plot_robustness(curves, path, title=f"{key}: test ACC/AUC under rotation (mean over seeds)")
         paths.append(path)
@@ -428,11 +436,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     out = args.out.resolve()
     if args.summarize_only:
-        records = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/*/record.json"))]
+        # runs/<dataset>/<run>/record.json; the first version of this script wrote runs/<dataset>/<run>.json
+        paths = sorted(out.glob("runs/*/*/record.json")) + sorted(out.glob("runs/*/*.json"))
+        records = [json.loads(p.read_text()) for p in paths]
         for r in records:  # records of an older version of this script: epoch times from the log
             log = out / "runs" / dataset_key(r["flag"], r.get("image_size", 28)) / f"{r['model']}_seed{r['seed']}"
             if "train_epoch_seconds" not in r and (log / "training.log").is_file():
                 r["train_epoch_seconds"] = epoch_seconds((log / "training.log").read_text())
+            # the summary again from the run's own report rows: records before 2026-12-03 hold a summary whose means
+            # and worst angle counted the 0° rows (three of 12 in 3D, one per axis), today's leave them out
+            r["rotation"] = summarize_report(_report_rows(r))
         records.sort(key=lambda r: (args.datasets.index(r["flag"]) if r["flag"] in args.datasets else 99,
                                     r.get("image_size", 28), r["seed"]))
         table, summary = summarize(records)

@@ -148,11 +148,18 @@ def test_summarize_only_writes_table_json_and_plots(tmp_path, monkeypatch):
         path = tmp_path / "runs" / key / f"{record['model']}_seed{record['seed']}" / "record.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
+    first = _record(flag="retinamnist", acc=0.5)  # the first version's layout: runs/<dataset>/<run>.json
+    (tmp_path / "runs" / "retinamnist").mkdir()
+    (tmp_path / "runs" / "retinamnist" / "sre_seed0.json").write_text(json.dumps(first))
     assert mr.main(["--out", str(tmp_path), "--summarize-only"]) == 0
     summary = json.loads((tmp_path / "results.json").read_text())
-    assert summary["runs"] == 3 and summary["table"]["breastmnist"]["sre"]["seeds"] == [0, 1]
-    assert (tmp_path / "results.md").read_text().count("\n") == 2 + 2
-    for key in ("breastmnist", "breastmnist_64"):
+    assert summary["runs"] == 4 and summary["table"]["breastmnist"]["sre"]["seeds"] == [0, 1]
+    assert summary["table"]["retinamnist"]["sre"]["rot_mean_acc"] == pytest.approx([0.5])
+    # the rotation summary is made again from each record's rows (every row at the run's ACC), not the stored one
+    assert summary["table"]["breastmnist"]["sre"]["rot_mean_acc"] == pytest.approx([0.8, 0.7])
+    assert summary["table"]["breastmnist"]["sre"]["worst_auc"] == pytest.approx([0.83, 0.83])
+    assert (tmp_path / "results.md").read_text().count("\n") == 2 + 3
+    for key in ("breastmnist", "breastmnist_64", "retinamnist"):
         assert (tmp_path / f"robustness_{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         mr.main(["--out", str(tmp_path), "--models", "vit"])

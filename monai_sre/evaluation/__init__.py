@@ -23,7 +23,15 @@ from monai_sre.evaluation.metrics import (
     medmnist_auc,
     scores_from_logits,
 )
-from monai_sre.evaluation.report import CSV_FIELDS, plot_robustness, run_rotation_evaluation, write_csv, write_json
+from monai_sre.evaluation.report import (
+    CSV_FIELDS,
+    plot_robustness,
+    read_csv,
+    rows_from_csv,
+    run_rotation_evaluation,
+    write_csv,
+    write_json,
+)
 from monai_sre.evaluation.robustness import evaluate_rotations, summarize
 from monai_sre.evaluation.rotated_sets import (
     AXIS_PLANES,
@@ -55,7 +63,9 @@ __all__ = [
     "evaluate_bundle_checkpoints",
     "evaluate_rotations",
     "plot_robustness",
+    "read_csv",
     "rotate",
+    "rows_from_csv",
     "rotation_transforms",
     "run_rotation_evaluation",
     "summarize",

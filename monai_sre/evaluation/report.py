@@ -10,10 +10,11 @@ Every file is written atomically with the user's umask through :mod:`monai_sre.i
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ from monai_sre.evaluation.robustness import evaluate_rotations, summarize
 from monai_sre.evaluation.rotated_sets import VARIANTS, rotation_transforms
 from monai_sre.io import files
 
-__all__ = ["CSV_FIELDS", "plot_robustness", "run_rotation_evaluation", "write_csv", "write_json"]
+__all__ = [
+    "CSV_FIELDS",
+    "plot_robustness",
+    "read_csv",
+    "rows_from_csv",
+    "run_rotation_evaluation",
+    "write_csv",
+    "write_json",
+]
 
 CSV_FIELDS: tuple[str, ...] = ("name", "kind", "axis", "angle", "acc", "auc", "n", "variant")
 
@@ -51,6 +60,52 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Pat
             raise ValueError(f"row {i} lacks {missing}; rows must have {list(CSV_FIELDS)}")
 
     return files.write_csv(path, CSV_FIELDS, ([r[k] for k in CSV_FIELDS] for r in rows))
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a report written by :func:`write_csv` back into evaluation rows, typed as :func:`evaluate_rotations`
+    gives them, so that :func:`summarize` of the file equals the summary written beside it.
+
+    Args:
+        path: a ``rotation_<model>.csv`` of the report.
+
+    Returns:
+        as :func:`rows_from_csv`.
+
+    Raises:
+        ValueError: as :func:`rows_from_csv`, naming ``path``.
+        OSError: when the file cannot be read.
+    """
+    with open(path, newline="") as f:
+        return rows_from_csv(f, source=str(path))
+
+
+def rows_from_csv(lines: Iterable[str], source: str = "rows") -> list[dict[str, Any]]:
+    """Type the lines of a rotation report (its header first), e.g. a report kept as text in a results record.
+
+    Args:
+        lines: the CSV lines, header :data:`CSV_FIELDS` first (or all but ``variant``: the reports written before
+            the disk and control variants, whose rows are all ``full``).
+        source: what the lines are, for error messages (a file name).
+
+    Returns:
+        one dict per line: ``angle`` a float or ``None`` (flips and cube rotations), ``acc``/``auc`` floats (an
+        undefined AUC is NaN), ``n`` an int, the rest strings (``axis`` ``""`` in 2D, as in the rows evaluated).
+
+    Raises:
+        ValueError: when the header is not :data:`CSV_FIELDS` or a cell is not a number where one belongs.
+    """
+    reader = csv.DictReader(lines)
+    if tuple(reader.fieldnames or ()) not in (CSV_FIELDS, CSV_FIELDS[:-1]):
+        raise ValueError(f"{source}: header must be {list(CSV_FIELDS)} (a rotation report), got {reader.fieldnames}")
+    try:
+        return [
+            {"variant": "full", **r, "angle": float(r["angle"]) if r["angle"] else None,
+             "acc": float(r["acc"]), "auc": float(r["auc"] or "nan"), "n": int(r["n"])}
+            for r in reader
+        ]  # fmt: skip
+    except ValueError as e:
+        raise ValueError(f"{source}, line {reader.line_num}: {e}; expected numbers in angle, acc, auc, n") from e
 
 
 def _json_ready(obj: Any) -> Any:

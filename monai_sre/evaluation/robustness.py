@@ -161,14 +161,20 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _turned(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows of images actually turned: a 0° row (one per axis in 3D, all the same images) is the upright set."""
+    return [r for r in rows if r["angle"] is not None and r["angle"] % 360 != 0]
+
+
 def _angle_summary(rot: Sequence[Mapping[str, Any]]) -> dict:
-    """Mean, worst angle, drops from this variant's own 0° and the smallest non-zero angle of one variant's rows."""
+    """Mean and worst over the turned copies, drops from this variant's own 0° and the smallest non-zero angle of one
+    variant's rows (mean and worst are the 0° row's when nothing was turned)."""
     ref = next((r for r in rot if r["angle"] is not None and r["angle"] % 360 == 0), None)
     acc_0 = _num(ref["acc"]) if ref else None
     auc_0 = _num(ref["auc"]) if ref else None
-    worst = min(rot, key=lambda r: r["acc"])
-    mean_acc, mean_auc = _mean([r["acc"] for r in rot]), _mean([r["auc"] for r in rot])
-    turned = [r for r in rot if r["angle"] is not None and r["angle"] % 360 != 0]
+    turned = _turned(rot)
+    worst = min(turned or rot, key=lambda r: r["acc"])
+    mean_acc, mean_auc = _mean([r["acc"] for r in turned or rot]), _mean([r["auc"] for r in turned or rot])
     first = min(turned, key=lambda r: (min(r["angle"] % 360, 360 - r["angle"] % 360), r["axis"]), default=None)
     return {
         "n": len(rot),
@@ -201,12 +207,15 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict:
     Returns:
         a JSON-ready dict: ``n_transforms``; ``acc_0``/``auc_0`` (the first 0° rotation, i.e. the unrotated
         test set); ``rotation`` (the ``full`` rotated test sets) with ``n``, ``acc_0``/``auc_0``, ``mean_acc``,
-        ``mean_auc``, ``worst`` (``name``, ``axis``, ``angle``, ``acc``, ``auc`` of the lowest-ACC rotation),
-        ``drop_acc``/``drop_auc`` (0° minus the mean), ``worst_drop_acc`` (0° minus the worst) and ``first_angle``
-        (the smallest non-zero angle: ``name``, ``axis``, ``angle``, ``acc``, ``auc``, ``drop_acc``); ``disk`` and
-        ``control``, where evaluated, with the same keys, every drop taken from the variant's own 0° row (for
-        ``disk`` the masked upright images; for ``control`` the upright images, exactly); ``per_axis`` means in
-        3D; ``cube`` and ``flip`` means where evaluated. Undefined values (no such rows, AUC undefined) are ``None``.
+        ``mean_auc`` (over the turned copies: every 0° row is left out, as in 3D each axis has one and all are the
+        upright set; the 0° values when nothing else was evaluated), ``worst`` (``name``, ``axis``, ``angle``,
+        ``acc``, ``auc`` of the lowest-ACC turned copy), ``drop_acc``/``drop_auc`` (0° minus the mean),
+        ``worst_drop_acc`` (0° minus the worst; negative when every turned copy scores above upright) and
+        ``first_angle`` (the smallest non-zero angle: ``name``, ``axis``, ``angle``, ``acc``, ``auc``,
+        ``drop_acc``); ``disk`` and ``control``, where evaluated, with the same keys, every drop taken from the
+        variant's own 0° row (for ``disk`` the masked upright images; for ``control`` the upright images, exactly);
+        ``per_axis`` means over the turned copies in 3D; ``cube`` and ``flip`` means where evaluated. Undefined
+        values (no such rows, AUC undefined) are ``None``.
 
     Raises:
         ValueError: when ``rows`` is empty or holds no rotation by an angle.
@@ -233,8 +242,8 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict:
     if axes:
         summary["per_axis"] = {
             ax: {
-                "mean_acc": _mean([r["acc"] for r in rot if r["axis"] == ax]),
-                "mean_auc": _mean([r["auc"] for r in rot if r["axis"] == ax]),
+                "mean_acc": _mean([r["acc"] for r in _turned(rot) if r["axis"] == ax]),
+                "mean_auc": _mean([r["auc"] for r in _turned(rot) if r["axis"] == ax]),
             }
             for ax in axes
         }

@@ -111,6 +111,8 @@ class RotatedCopies(PrepareBatch):
         self.spatial_dims = spatial_dims
         #: the transforms applied, the upright image first when 0 is among the angles.
         self.specs: list[RotationSpec] = upright[:1] + turned
+        #: only the upright image is scored: batches pass through as ``default_prepare_batch`` gives them.
+        self.upright_only = not turned
 
     def __len__(self) -> int:
         """How many copies of each image are scored."""
@@ -131,7 +133,7 @@ class RotatedCopies(PrepareBatch):
                 f"validation on turned copies expects (B, C, *spatial) batches with {self.spatial_dims} spatial "
                 f"dims, got shape {tuple(image.shape)}"
             )
-        if len(self.specs) == 1 and self.specs[0].angle % 360 == 0:
+        if self.upright_only:
             return image, label
         # Plain tensors: the copies carry no per-image metadata that would still be true after a rotation.
         x = image.as_tensor() if isinstance(image, MetaTensor) else image

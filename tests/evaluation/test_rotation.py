@@ -20,6 +20,7 @@ from monai.data import DataLoader
 from monai.transforms import Rotate
 from torch import nn
 
+from monai_sre.evaluation import read_csv, rows_from_csv
 from monai_sre.evaluation.rotation import (
     AXIS_PLANES,
     CSV_FIELDS,
@@ -250,17 +251,23 @@ def test_summarize_hand_made():
     )
     s = summarize(rows)
     assert s["n_transforms"] == 5 and s["acc_0"] == 0.9 and s["auc_0"] == 0.95
-    assert s["rotation"]["mean_acc"] == pytest.approx(0.7)
-    assert s["rotation"]["mean_auc"] == pytest.approx(0.85)
+    assert s["rotation"]["mean_acc"] == pytest.approx(0.6)  # the turned copies only: 90° and 180°
+    assert s["rotation"]["mean_auc"] == pytest.approx(0.8)
     assert s["rotation"]["worst"] == {"name": "rot_180", "axis": "", "angle": 180.0, "acc": 0.5, "auc": 0.75}
-    assert s["rotation"]["drop_acc"] == pytest.approx(0.2)
+    assert s["rotation"]["drop_acc"] == pytest.approx(0.3)
     assert s["rotation"]["worst_drop_acc"] == pytest.approx(0.4)
     assert s["flip"] == {"n": 2, "mean_acc": pytest.approx(0.7), "mean_auc": pytest.approx(0.9), "min_acc": 0.6}
     assert "cube" not in s and "per_axis" not in s
     s3 = summarize(_rows([0.8, 0.6, 0.8, 0.4], [0.9] * 4, axes=["x", "x", "y", "y"], angles=[0.0, 30.0, 0.0, 30.0]))
-    assert s3["per_axis"]["x"]["mean_acc"] == pytest.approx(0.7)
-    assert s3["per_axis"]["y"]["mean_acc"] == pytest.approx(0.6)
+    assert s3["per_axis"]["x"]["mean_acc"] == pytest.approx(0.6)
+    assert s3["per_axis"]["y"]["mean_acc"] == pytest.approx(0.4)
     assert s3["rotation"]["worst"]["axis"] == "y"
+    # the 0° row of every axis is the same upright set: none of them counts in the mean
+    assert s3["rotation"]["mean_acc"] == pytest.approx(0.5) and s3["rotation"]["drop_acc"] == pytest.approx(0.3)
+    above = summarize(_rows([0.6, 0.7, 0.8], [0.9] * 3, angles=[0.0, 10.0, 20.0]))["rotation"]
+    assert above["worst"]["angle"] == 10.0 and above["worst_drop_acc"] == pytest.approx(-0.1)  # the worst turned copy
+    upright_only = summarize(_rows([0.8], [0.9], angles=[0.0]))["rotation"]
+    assert upright_only["mean_acc"] == 0.8 and upright_only["drop_acc"] == 0.0 and upright_only["first_angle"] is None
     with pytest.raises(ValueError, match="no 'angle' rotations"):
         summarize(_rows([0.5], [0.5], kinds=["flip"]))
 
@@ -331,13 +338,27 @@ def test_run_rotation_evaluation_writes_report(tmp_path):
         block = report["models"]["corner"][variant]
         variant_rows = [r for r in rows if r["variant"] == variant]
         assert block["n"] == 36 and block["acc_0"] == pytest.approx(float(variant_rows[0]["acc"]))
-        assert block["mean_acc"] == pytest.approx(np.mean([float(r["acc"]) for r in variant_rows]))
-        assert block["worst"]["acc"] == pytest.approx(min(float(r["acc"]) for r in variant_rows))
+        assert block["mean_acc"] == pytest.approx(np.mean([float(r["acc"]) for r in variant_rows[1:]]))  # not 0°
+        assert block["worst"]["acc"] == pytest.approx(min(float(r["acc"]) for r in variant_rows[1:]))
     assert report["models"]["corner"]["acc_0"] == pytest.approx(float(rows[0]["acc"]))
     assert report["models"]["pooled"] == json.loads(json.dumps(summaries["pooled"]))
-    assert summaries["corner"]["rotation"]["mean_acc"] == pytest.approx(
-        np.mean([float(r["acc"]) for r in rows if r["kind"] == "angle" and r["variant"] == "full"])
-    )
+    turned = [r for r in rows if r["kind"] == "angle" and r["variant"] == "full" and float(r["angle"]) != 0]
+    assert summaries["corner"]["rotation"]["mean_acc"] == pytest.approx(np.mean([float(r["acc"]) for r in turned]))
+    for name in models:  # the CSV read back gives the summary written beside it, exactly
+        assert summarize(read_csv(tmp_path / f"rotation_{name}.csv")) == summaries[name]
+    old_report = [",".join(CSV_FIELDS[:-1]), "rot_000,angle,,0.0,0.5,,4", "rot_090,angle,,90.0,0.25,0.5,4"]
+    assert rows_from_csv(old_report) == [  # a report of before the variants: every row full, an empty AUC NaN
+        {"name": "rot_000", "kind": "angle", "axis": "", "angle": 0.0, "acc": 0.5, "auc": pytest.approx(float("nan"),
+         nan_ok=True), "n": 4, "variant": "full"},
+        {"name": "rot_090", "kind": "angle", "axis": "", "angle": 90.0, "acc": 0.25, "auc": 0.5, "n": 4,
+         "variant": "full"},
+    ]  # fmt: skip
+    (tmp_path / "wrong.csv").write_text("name,acc\nrot_000,0.5\n")
+    with pytest.raises(ValueError, match=r"wrong\.csv: header must be"):
+        read_csv(tmp_path / "wrong.csv")
+    (tmp_path / "bad.csv").write_text(",".join(CSV_FIELDS) + "\nrot_000,angle,,0.0,high,0.5,3,full\n")
+    with pytest.raises(ValueError, match=r"bad\.csv, line 2: .*expected numbers"):
+        read_csv(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="model names"):
         run_rotation_evaluation({"a/b": _Corner()}, (images, labels), "multi-class", 2, tmp_path, progress=False)
     # only the rotated set: the report of before the variants (38 rows, no disk/control blocks)
@@ -475,7 +496,7 @@ def test_summary_variants_of_an_invariant_model():
         by_name["rot_000_disk"]["acc"] - by_name["rot_030_disk"]["acc"]
     )
     assert summary["control"]["drop_acc"] == pytest.approx(
-        by_name["rot_000"]["acc"] - np.mean([by_name[f"rot_{a}_control"]["acc"] for a in ("000", "030", "090", "180")])
+        by_name["rot_000"]["acc"] - np.mean([by_name[f"rot_{a}_control"]["acc"] for a in ("030", "090", "180")])
     )
 
 

@@ -37,6 +37,8 @@ def test_upright_only_is_monais_default():
     default_image, default_label = default_prepare_batch(batch)
     assert torch.equal(image, default_image) and torch.equal(label, default_label)
     assert len(RotatedCopies([0], spatial_dims=3)) == 1 and len(RotatedCopies([0, 360], spatial_dims=2)) == 1
+    assert RotatedCopies([0, 360], spatial_dims=2).upright_only and not RotatedCopies([360, 45], 2).upright_only
+    assert not RotatedCopies([45], spatial_dims=3).upright_only
 
 
 def test_2d_copies_are_the_rotation_reports_images():
