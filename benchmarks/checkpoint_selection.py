@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_sre.io import files
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "sre_medmnist_2d"
 #: The task of a ``val_epochs.json`` written before the task was stored in it (BreastMNIST only).
@@ -68,8 +70,8 @@ def train(args: argparse.Namespace) -> None:
         raise SystemExit(f"--run {run} exists; give a new folder (nothing was changed)")
     run.mkdir(parents=True)
     shutil.copytree(BUNDLE / "configs", run / "configs")
-    (run / "save_every_epoch.json").write_text(json.dumps(SAVE_EVERY_EPOCH, indent=4) + "\n")
-    (run / "overrides.json").write_text(json.dumps(_overrides(args)) + "\n")
+    files.write_text(run / "save_every_epoch.json", json.dumps(SAVE_EVERY_EPOCH, indent=4) + "\n")
+    files.write_text(run / "overrides.json", json.dumps(_overrides(args)) + "\n")
     with open(run / "training.log", "w") as log:
         subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
                         "['configs/train.json','save_every_epoch.json']", *_overrides(args)],
@@ -108,7 +110,8 @@ def table(args: argparse.Namespace) -> None:
         epoch = int(checkpoint.stem.split("_")[1])
         epochs[epoch] = {name: s.tolist() for name, s in scores.items()}
         print(epoch, {name: round(medmnist_acc(y, s, task), 3) for name, s in scores.items()}, flush=True)
-    (run / "val_epochs.json").write_text(json.dumps({"task": task, "labels": y.tolist(), "epochs": epochs}))
+    # minutes of scoring: written atomically, so an interrupted table never leaves a half file for `rules`
+    files.write_text(run / "val_epochs.json", json.dumps({"task": task, "labels": y.tolist(), "epochs": epochs}))
 
 
 def _pooled(metric: Callable, angles: tuple[str, ...], task: str) -> Callable:
