@@ -9,8 +9,8 @@ Prints, in one run and as ratios, training-step and inference throughput and pea
 networks`` skips the layer table. The code lives in ``benchmarks/suite.py``; results and the machine they came from
 are in benchmarks/README.md.
 
-Usage: ``python benchmarks/networks.py [--suite all|networks|layers] [--dims 2 3] [--repeats 3] [--device cpu]
-[--threads N] [--out networks.md] [--json networks.json]``
+Usage: ``python benchmarks/networks.py [--suite all|networks|layers] [--dims 2 3] [--sizes 32 28] [--repeats 3]
+[--device cpu] [--threads N] [--precision fp32 bf16] [--out networks.md] [--json networks.json]``
 """
 
 from __future__ import annotations

@@ -653,6 +653,7 @@ def run_benchmarks(
     command: str = "",
     progress: Callable[[str], None] | None = None,
     precisions: Sequence[str] = PRECISIONS,
+    sizes: Sequence[int] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Run the layer and/or network suite and format one Markdown report.
 
@@ -664,6 +665,7 @@ def run_benchmarks(
         command: the command line that produced the report, recorded in it.
         progress: called with a line of text as the suites advance (e.g. ``print`` to stderr).
         precisions: precisions of the network suite (:data:`PRECISIONS`).
+        sizes: image sizes of the network cases to run (None: all of :data:`NETWORK_CASES`).
 
     Returns:
         the Markdown report and the raw rows (``{"machine", "command", "layers", "networks"}``).
@@ -687,7 +689,7 @@ def run_benchmarks(
         )
         parts.append(layers_markdown(raw["layers"]))
     if suite in ("networks", "all"):
-        cases = [c for c in NETWORK_CASES if c.spatial_dims in spatial_dims]
+        cases = [c for c in NETWORK_CASES if c.spatial_dims in spatial_dims and (sizes is None or c.size in sizes)]
         raw["networks"] = benchmark_networks(
             cases, repeats=3 if repeats is None else repeats, device=device, progress=progress, precisions=precisions
         )
@@ -709,6 +711,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
                    help="network precisions: fp32, bf16 (autocast); default both")  # fmt: skip
+    p.add_argument("--sizes", nargs="+", type=int, metavar="N",
+                   help="network cases of these image sizes only (default: every case)")  # fmt: skip
     p.add_argument("--out", metavar="FILE.md", help="also write the Markdown report to FILE.md")
     p.add_argument("--json", metavar="FILE.json", help="also write the raw timings to FILE.json")
     return p
@@ -746,7 +750,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         torch.set_num_threads(args.threads)
     report, raw = run_benchmarks(
         args.suite, args.dims, args.repeats, args.device, shlex.join([*prog.split(), *argv]),
-        progress=lambda line: print(line, file=sys.stderr, flush=True), precisions=args.precision,
+        progress=lambda line: print(line, file=sys.stderr, flush=True), precisions=args.precision, sizes=args.sizes,
     )  # fmt: skip
     print(report)
     for target, text in ((args.out, report), (args.json, json.dumps(raw, indent=2) if args.json else None)):

@@ -148,6 +148,16 @@ def test_run_benchmarks_rejects_bad_arguments():
         bench.benchmark_layers((2,), repeats=0)
 
 
+def test_sizes_select_the_network_cases(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "benchmark_networks", lambda cases, **kwargs: seen.append([c.name for c in cases]) or [])
+    monkeypatch.setattr(bench, "networks_markdown", lambda rows: "")
+    bench.run_benchmarks("networks", (3,), sizes=[32])
+    bench.run_benchmarks("networks", (2, 3), sizes=[28])
+    bench.run_benchmarks("networks", (3,))
+    assert seen == [["3D 1x32^3"], ["3D 1x28^3"], ["3D 1x32^3", "3D 1x28^3"]]
+
+
 @pytest.mark.bench  # builds the sre-conv / gmr-conv baselines
 def test_cli_writes_report_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "LAYER_SHAPES", {2: [(8, 8, 5)], 3: [(4, 6, 5)]})

@@ -16,6 +16,10 @@ of the dense kernel's ``k^d * Cin * Cout``.
 - weight gradient: ``dW_b = (sum_{t in b} x[o + off_t])^T dy[o]`` over all output voxels, split over voxel ranges
   into float32 partial sums (added in a fixed order: deterministic).
 
+The two launches are PyTorch operators (``torch.ops.monai_sre.ring_mix`` and ``ring_weight_grad``, with shape
+functions for fake tensors), so ``torch.compile`` keeps each as one node of its graph instead of tracing into the
+launch code: the layer compiles without a graph break on this path.
+
 Scope: stride 1, groups 1, zero padding (any padding, dilation and kernel shape, 1D to 3D), float32 / float16 /
 bfloat16 inputs. Float32 products follow the convolution TF32 policy (``torch.backends.cudnn.allow_tf32``), as the
 dense path's cuDNN call does. This module imports Triton; :mod:`monai_sre.layers.ring_ops` imports it only when the
@@ -24,9 +28,7 @@ this module is imported, the kernels run on CPU tensors in Triton's interpreter 
 GPU).
 """
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, List, Optional  # the operators' signatures: torch.library reads the annotations
 
 import torch
 import triton
@@ -144,8 +146,9 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def ring_mix(x: torch.Tensor, band_weights: torch.Tensor, bias: torch.Tensor | None, offsets: torch.Tensor,
-             starts: torch.Tensor, out_spatial: list[int]) -> torch.Tensor:
+@torch.library.custom_op("monai_sre::ring_mix", mutates_args=())
+def ring_mix(x: torch.Tensor, band_weights: torch.Tensor, bias: Optional[torch.Tensor], offsets: torch.Tensor,
+             starts: torch.Tensor, out_spatial: List[int]) -> torch.Tensor:
     """``out[o] = bias + sum_b (sum_{t in b} x[o + offsets[t]]) @ band_weights[b]`` for every output voxel ``o``.
 
     Args:
@@ -181,6 +184,14 @@ def ring_mix(x: torch.Tensor, band_weights: torch.Tensor, bias: torch.Tensor | N
     return out
 
 
+@ring_mix.register_fake
+def _ring_mix_shape(x: torch.Tensor, band_weights: torch.Tensor, bias: Optional[torch.Tensor], offsets: torch.Tensor,
+                    starts: torch.Tensor, out_spatial: List[int]) -> torch.Tensor:
+    size = [x.shape[0], band_weights.shape[2]] + list(out_spatial)
+    return x.new_empty_strided(size, channels_last_strides(size))
+
+
+@torch.library.custom_op("monai_sre::ring_weight_grad", mutates_args=())
 def ring_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     """``dW[b] = sum_o (sum_{t in b} x[o + offsets[t]])^T grad[o]``: the gradient of :func:`ring_mix`'s weights.
 
@@ -215,6 +226,12 @@ def ring_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor,
     return partial.view(splits, n_bands, c_in, c_out).sum(0)
 
 
+@ring_weight_grad.register_fake
+def _ring_weight_grad_shape(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor,
+                            starts: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((starts.shape[0] - 1, x.shape[1], grad.shape[1]), dtype=torch.float32)
+
+
 class RingTritonConv(torch.autograd.Function):
     """The ring-decomposed convolution (stride 1, groups 1) through the Triton kernels; the graph keeps the input and
     the weight only.
@@ -229,16 +246,16 @@ class RingTritonConv(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, bands: list[int],
         offsets: torch.Tensor, starts: torch.Tensor, out_spatial: list[int],
     ) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = (bands, offsets, starts)
+        ctx.save_for_backward(x, weight, offsets, starts)
+        ctx.bands = bands
         ctx.has_bias = bias is not None
         band_weights = weight[:, :, bands].permute(2, 1, 0).contiguous()  # (bands, in, out)
         return ring_mix(x, band_weights, bias, offsets, starts, out_spatial)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        bands, offsets, starts = ctx.geometry
+        x, weight, offsets, starts = ctx.saved_tensors
+        bands = ctx.bands
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             # the adjoint: the same taps, negated, and the transposed band weights (bands, out, in)

@@ -115,6 +115,30 @@ def test_triton_path_under_autocast_and_channels_last(dtype):
     assert _relative_error(triton.weight.grad, dense.weight.grad) < tolerance
 
 
+@kernels
+def test_triton_path_compiles_without_graph_breaks():
+    # The kernels are PyTorch operators with shape functions: torch.compile keeps the layer in one graph (issue 17,
+    # part 2) and the compiled layer gives the eager output and gradients. Inductor on CUDA; in the interpreter the
+    # graph capture with AOT autograd (no C++ builds for a check of the capture).
+    torch.manual_seed(5)
+    conv = SREConv(2, 16, 24, 9, path="triton", device=_DEVICE)
+    x = torch.randn(2, 16, 10, 10, device=_DEVICE, requires_grad=True)
+    y = conv(x)
+    eager = torch.autograd.grad(y.square().sum(), [x, conv.weight, conv.bias])
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(conv)(x)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1
+    torch._dynamo.reset()
+    compiled = torch.compile(conv, fullgraph=True, backend="inductor" if _DEVICE == "cuda" else "aot_eager")
+    y2 = compiled(x)
+    grads = torch.autograd.grad(y2.square().sum(), [x, conv.weight, conv.bias])
+    torch._dynamo.reset()
+    assert y2.shape == y.shape and _relative_error(y2, y) < 1e-5
+    for a, b in zip(grads, eager):
+        assert a.shape == b.shape and _relative_error(a, b) < 1e-5
+
+
 def test_triton_path_refuses_what_it_cannot_run():
     conv = SREConv(2, 4, 4, 5, stride=2, path="triton")
     with pytest.raises(ValueError, match="path='triton'.*stride"):
@@ -134,8 +158,8 @@ def test_kernels_in_the_triton_interpreter():
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    # every case, float16 autocast and the refusals; bfloat16 is left to CUDA
-    assert f"{len(_CASES) + 2} passed, 1 skipped" in result.stdout, result.stdout[-2000:]
+    # every case, float16 autocast, the compiled layer and the refusals; bfloat16 is left to CUDA
+    assert f"{len(_CASES) + 3} passed, 1 skipped" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not _HAS_TRITON, reason="measures real CUDA timings")
