@@ -208,6 +208,8 @@ def ring_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor,
     rows = x.movedim(1, -1).contiguous()
     g = grad.movedim(1, -1).contiguous()
     m = g.numel() // c_out
+    if m == 0:  # an empty batch: no voxel contributes
+        return torch.zeros((n_bands, c_in, c_out), dtype=torch.float32, device=x.device)
     block_m, block_n, block_k = 64, _block(c_out, 16, 64), _block(c_in, 16, 64)
     tiles = triton.cdiv(c_in, block_k) * triton.cdiv(c_out, block_n) * n_bands
     # Enough voxel ranges to fill the GPU (a few programs per multiprocessor), each a whole number of row blocks.

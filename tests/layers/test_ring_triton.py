@@ -139,6 +139,16 @@ def test_triton_path_compiles_without_graph_breaks():
         assert a.shape == b.shape and _relative_error(a, b) < 1e-5
 
 
+@kernels
+def test_triton_path_with_an_empty_batch():
+    dense, triton = _both(2, 8, 12, 5)
+    x = torch.randn(0, 8, 7, 7, device=_DEVICE, requires_grad=True)
+    y = triton(x)
+    y.sum().backward()
+    assert y.shape == dense(x).shape == (0, 12, 7, 7)
+    assert x.grad.shape == x.shape and torch.equal(triton.weight.grad, torch.zeros_like(triton.weight))
+
+
 def test_triton_path_refuses_what_it_cannot_run():
     conv = SREConv(2, 4, 4, 5, stride=2, path="triton")
     with pytest.raises(ValueError, match="path='triton'.*stride"):
@@ -158,8 +168,8 @@ def test_kernels_in_the_triton_interpreter():
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    # every case, float16 autocast, the compiled layer and the refusals; bfloat16 is left to CUDA
-    assert f"{len(_CASES) + 3} passed, 1 skipped" in result.stdout, result.stdout[-2000:]
+    # every case, float16 autocast, the compiled layer, an empty batch and the refusals; bfloat16 is left to CUDA
+    assert f"{len(_CASES) + 4} passed, 1 skipped" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not _HAS_TRITON, reason="measures real CUDA timings")
