@@ -235,8 +235,8 @@ def _ring_weight_grad_shape(x: torch.Tensor, grad: torch.Tensor, offsets: torch.
 
 
 class RingTritonConv(torch.autograd.Function):
-    """The ring-decomposed convolution (stride 1, groups 1) through the Triton kernels; the graph keeps the input and
-    the weight only.
+    """The ring-decomposed convolution (stride 1, groups 1) through the Triton operators; the graph keeps the input,
+    the weight and the tap geometry (two small int32 tensors) only.
 
     ``apply(x, weight, bias, bands, offsets, starts, out_spatial)``: ``weight`` ``(out, in, num_rings)``, ``bands``
     the non-empty bands (indices into its last axis, in the order of ``starts``), ``offsets``/``starts`` the forward
