@@ -235,6 +235,26 @@ def test_ring_ab_rejects_bad_arguments():
     assert "ring_ab.py: error: --repeats must be >= 1, got 0" in done.stderr
 
 
+def test_band_mixing_variants_equal_the_dense_path_and_a_wrong_one_is_refused(monkeypatch):
+    from benchmarks import band_mixing
+
+    rows = band_mixing.compare([(2, 2, 16, 8, 9), (3, 1, 8, 6, 5)], repeats=1)
+    assert [(r["dims"], r["kernel"]) for r in rows] == [(2, 9), (3, 5)]
+    assert all(set(r["ms"]) == set(r["error"]) == {"layer", "one product", "1x1 convolutions"} for r in rows)
+    assert all(e < 1e-4 for r in rows for e in r["error"].values())
+    right = band_mixing.variants
+
+    def with_a_wrong_one(conv, x):
+        fns = right(conv, x)
+        fns["1x1 convolutions"] = lambda f=fns["1x1 convolutions"]: 1.01 * f()
+        return fns
+
+    monkeypatch.setattr(band_mixing, "variants", with_a_wrong_one)
+    with pytest.raises(AssertionError, match="1x1 convolutions differs from the dense path"):
+        band_mixing.compare([(2, 1, 8, 6, 5)], repeats=1)
+    assert band_mixing.main(["--repeats", "0"]) == 2
+
+
 def test_revision_ab_extracts_the_base_package_and_summarizes(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(_BENCHMARKS))  # the script imports the suite from its own folder
     from benchmarks import revision_ab

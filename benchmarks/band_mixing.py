@@ -1,0 +1,183 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Other ways to feed the band sums into the mixing product on CPU (issue 17, part 3), beside the layer's own
+ring-decomposed inference, each checked against the dense path before it is timed.
+
+- ``layer``: :class:`~monai_sre.layers.SREConv` with ``path="decomposed"`` in inference: every band summed by a
+  depthwise convolution cropped to the band's box, then folded into the output rows by one matrix product per band;
+- ``one product``: all band sums from one grouped convolution (``groups=C``, one full-size 0/1 mask per band), stored
+  as one ``(voxels, bands * C)`` matrix, then a single product with ``K = bands * C`` (what a fused kernel would
+  feed its product);
+- ``1x1 convolutions``: the layer's band sums, each mixed by oneDNN's 1x1 convolution and added to the output.
+
+The two variants run in the layer's batch chunks (:func:`~monai_sre.layers.ring_ops.batch_chunks`, 1 MiB per
+thread), so that only the way the band sums reach the product differs.
+
+Prints the median milliseconds of each variant and its ratio to ``layer`` (> 1: slower than the layer). Results and
+the machine they came from are in benchmarks/README.md.
+
+Usage: ``python benchmarks/band_mixing.py [--threads 2] [--repeats 20]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from monai_sre.layers import SREConv
+from monai_sre.layers.ring_ops import (
+    band_boxes,
+    band_filters,
+    band_padding,
+    batch_chunks,
+    channels_last_strides,
+    conv_nd,
+    cpu_chunk_bytes,
+)
+
+__all__ = ["SHAPES", "variants", "compare", "main"]
+
+#: (spatial dims, batch, channels, size, kernel): SRE-ResNet-18's first two 2D stages and its first 3D stage, at one
+#: batch chunk of the layer (1 MiB per thread) and at the network benchmark's CPU batch (32 in 2D, 4 in 3D).
+SHAPES: tuple[tuple[int, int, int, int, int], ...] = (
+    (2, 8, 64, 32, 9), (2, 32, 64, 32, 9), (2, 16, 128, 16, 9), (2, 32, 128, 16, 9), (3, 1, 64, 32, 5),
+    (3, 4, 64, 32, 5), (3, 4, 128, 16, 5),
+)
+
+
+def _bands(conv: SREConv) -> tuple[list[int], list[torch.Tensor], list[list[int]]]:
+    """Non-empty bands, their full-kernel 0/1 masks and their boxes."""
+    index = conv.ring_map
+    boxes = band_boxes(index, conv.num_rings)
+    bands = [b for b in range(conv.num_rings) if boxes[b]]
+    return bands, [(index == b).to(torch.float32) for b in bands], [boxes[b] for b in bands]
+
+
+def variants(conv: SREConv, x: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+    """The variants for ``conv`` (stride 1, groups 1, dilation 1, 'same' padding, no bias) on ``x``; each returns the
+    output (with 'same' padding every band's box pads by its own half-extent, so nothing is cropped)."""
+    dims, channels = x.dim() - 2, x.shape[1]
+    weight = conv.band_weight().detach()  # (out, in, rings)
+    bands, masks, boxes = _bands(conv)
+    kernel, padding, ones = list(conv.kernel_size), [k // 2 for k in conv.kernel_size], [1] * dims
+    layer = SREConv(dims, channels, weight.shape[0], conv.kernel_size, bias=False, path="decomposed").eval()
+    layer.load_state_dict(conv.state_dict())
+
+    # one grouped convolution for all bands: output channel c * n + i is band bands[i] of input channel c
+    n = len(bands)
+    grouped = torch.stack(masks).unsqueeze(1).repeat(channels, 1, *ones)  # (C * n, 1, *kernel)
+    mixing = weight[:, :, bands].permute(1, 2, 0).reshape(channels * n, -1).contiguous()  # (C * n, out)
+    filters = [band_filters(m[(None, None)], box, channels, x.dtype) for m, box in zip(masks, boxes)]
+    pads = [band_padding(box, kernel, ones, padding) for box in boxes]
+    kernels = [weight[:, :, b].reshape(*weight.shape[:2], *ones).contiguous() for b in bands]
+
+    def run_layer() -> torch.Tensor:
+        with torch.no_grad():
+            return layer(x)
+
+    def chunked(one_chunk: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        # the layer's batch chunks (band sums of one chunk stay in cache), written into one channels-last output
+        out = None
+        for start, stop in batch_chunks(x, max(channels, weight.shape[0]), cpu_chunk_bytes()):
+            y = one_chunk(x[start:stop])
+            if out is None:
+                size = [x.shape[0]] + list(y.shape[1:])
+                out = torch.empty_strided(size, channels_last_strides(size), dtype=y.dtype)
+            out[start:stop].copy_(y)
+        return out
+
+    def one_product(xc: torch.Tensor) -> torch.Tensor:
+        sums = conv_nd(xc, grouped, None, ones, padding, ones, channels)
+        rows = sums.movedim(1, -1).reshape(-1, channels * n) @ mixing
+        return rows.view(*sums.shape[:1], *sums.shape[2:], -1).movedim(-1, 1)
+
+    def one_by_one(xc: torch.Tensor) -> torch.Tensor:
+        out = None
+        for f, p, w in zip(filters, pads, kernels):
+            s = xc if f.shape[2:] == torch.Size(ones) else conv_nd(xc, f, None, ones, p, ones, channels)
+            y = conv_nd(s, w, None, ones, [0] * dims, ones, 1)
+            out = y if out is None else out.add_(y)
+        return out
+
+    return {"layer": run_layer, "one product": lambda: chunked(one_product),
+            "1x1 convolutions": lambda: chunked(one_by_one)}
+
+
+def _interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each function, timed round by round (one call of each per round, the order reversed
+    every other round, after 3 warm-up rounds), so that the allocator's and the machine's state drift evenly over
+    all of them (timed one after the other, the first variant paid for the allocator's growth: 2x in 3D)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(-3, repeats):
+        for name in list(fns) if r % 2 == 0 else list(reversed(fns)):
+            fn = fns[name]
+            start = time.perf_counter()
+            fn()
+            if r >= 0:
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: int = 20) -> list[dict]:
+    """Check every variant against the dense path, then time it.
+
+    Returns:
+        one row per shape: ``dims, batch, channels, size, kernel``, ``ms`` (``{variant: median ms}``) and
+        ``error`` (``{variant: max |variant - dense| / max |dense|}``).
+
+    Raises:
+        AssertionError: when a variant's output differs from the dense path's by more than 1e-4 (relative).
+    """
+    rows = []
+    for dims, batch, channels, size, kernel in shapes:
+        torch.manual_seed(0)
+        conv = SREConv(dims, channels, channels, kernel, bias=False, path="dense").eval()
+        memory = torch.channels_last if dims == 2 else torch.channels_last_3d
+        x = torch.randn(batch, channels, *([size] * dims)).contiguous(memory_format=memory)
+        with torch.no_grad():
+            reference = conv(x)
+        row = {"dims": dims, "batch": batch, "channels": channels, "size": size, "kernel": kernel, "ms": {},
+               "error": {}}  # fmt: skip
+        fns = variants(conv, x)
+        with torch.no_grad():
+            for name, fn in fns.items():
+                error = ((fn() - reference).abs().max() / reference.abs().max()).item()
+                row["error"][name] = error
+                assert error < 1e-4, f"{name} differs from the dense path by {error:.1e} at {row}"
+            row["ms"] = _interleaved_ms(fns, repeats)
+        rows.append(row)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per variant, median reported (default 20)")
+    args = p.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1:
+        print(f"{p.prog}: error: --threads and --repeats must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    rows = compare(repeats=args.repeats)
+    names = list(rows[0]["ms"])
+    print(f"torch {torch.__version__}, {args.threads} threads, {torch.backends.cpu.get_cpu_capability()}; median ms "
+          f"(ratio to layer; > 1: slower)")
+    print("| layer shape | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for r in rows:
+        shape = f"{r['dims']}D {r['channels']}ch@{r['size']}, k={r['kernel']}, batch {r['batch']}"
+        base = r["ms"]["layer"]
+        print(f"| {shape} | " + " | ".join(f"{r['ms'][n]:.1f} ({r['ms'][n] / base:.2f}x)" for n in names) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
