@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from monai_sre.layers import SREConv
 from monai_sre.layers.ring_ops import (
@@ -129,6 +128,10 @@ def _interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[
 def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: int = 20) -> list[dict]:
     """Check every variant against the dense path, then time it.
 
+    Args:
+        shapes: ``(spatial dims, batch, channels, size, kernel)`` of each layer (stride 1, 'same' padding).
+        repeats: timed rounds (the median is reported).
+
     Returns:
         one row per shape: ``dims, batch, channels, size, kernel``, ``ms`` (``{variant: median ms}``) and
         ``error`` (``{variant: max |variant - dense| / max |dense|}``).
@@ -158,6 +161,7 @@ def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run :func:`compare` on :data:`SHAPES` and print the Markdown table; 2 for bad arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per variant, median reported (default 20)")
