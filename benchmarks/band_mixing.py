@@ -24,23 +24,15 @@ Usage: ``python benchmarks/band_mixing.py [--threads 2] [--repeats 20]``
 from __future__ import annotations
 
 import argparse
-import statistics
+import copy
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 
 from monai_sre.layers import SREConv
-from monai_sre.layers.ring_ops import (
-    band_boxes,
-    band_filters,
-    band_padding,
-    batch_chunks,
-    channels_last_strides,
-    conv_nd,
-    cpu_chunk_bytes,
-)
+from monai_sre.layers.ring_ops import band_sum, batch_chunks, channels_last_strides, conv_nd, cpu_chunk_bytes
+from suite import interleaved_medians  # this script's own folder
 
 __all__ = ["SHAPES", "variants", "compare", "main"]
 
@@ -52,30 +44,22 @@ SHAPES: tuple[tuple[int, int, int, int, int], ...] = (
 )
 
 
-def _bands(conv: SREConv) -> tuple[list[int], list[torch.Tensor], list[list[int]]]:
-    """Non-empty bands, their full-kernel 0/1 masks and their boxes."""
-    index = conv.ring_map
-    boxes = band_boxes(index, conv.num_rings)
-    bands = [b for b in range(conv.num_rings) if boxes[b]]
-    return bands, [(index == b).to(torch.float32) for b in bands], [boxes[b] for b in bands]
-
-
 def variants(conv: SREConv, x: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
     """The variants for ``conv`` (stride 1, groups 1, dilation 1, 'same' padding, no bias) on ``x``; each returns the
-    output (with 'same' padding every band's box pads by its own half-extent, so nothing is cropped)."""
+    output."""
     dims, channels = x.dim() - 2, x.shape[1]
     weight = conv.band_weight().detach()  # (out, in, rings)
-    bands, masks, boxes = _bands(conv)
-    kernel, padding, ones = list(conv.kernel_size), [k // 2 for k in conv.kernel_size], [1] * dims
-    layer = SREConv(dims, channels, weight.shape[0], conv.kernel_size, bias=False, path="decomposed").eval()
-    layer.load_state_dict(conv.state_dict())
+    padding, ones = [k // 2 for k in conv.kernel_size], [1] * dims
+    layer = copy.deepcopy(conv)
+    layer.path = "decomposed"
+    # the layer's own band geometry: the non-empty bands, their cropped depthwise filters and paddings
+    bands, filters, pads = conv._bands, conv._band_filters(channels, x.dtype), conv._band_paddings(padding)
 
     # one grouped convolution for all bands: output channel c * n + i is band bands[i] of input channel c
     n = len(bands)
-    grouped = torch.stack(masks).unsqueeze(1).repeat(channels, 1, *ones)  # (C * n, 1, *kernel)
+    masks = torch.stack([(conv.ring_map == b).to(x.dtype) for b in bands])  # (n, *kernel)
+    grouped = masks.unsqueeze(1).repeat(channels, 1, *ones)  # (C * n, 1, *kernel)
     mixing = weight[:, :, bands].permute(1, 2, 0).reshape(channels * n, -1).contiguous()  # (C * n, out)
-    filters = [band_filters(m[(None, None)], box, channels, x.dtype) for m, box in zip(masks, boxes)]
-    pads = [band_padding(box, kernel, ones, padding) for box in boxes]
     kernels = [weight[:, :, b].reshape(*weight.shape[:2], *ones).contiguous() for b in bands]
 
     def run_layer() -> torch.Tensor:
@@ -101,28 +85,12 @@ def variants(conv: SREConv, x: torch.Tensor) -> dict[str, Callable[[], torch.Ten
     def one_by_one(xc: torch.Tensor) -> torch.Tensor:
         out = None
         for f, p, w in zip(filters, pads, kernels):
-            s = xc if f.shape[2:] == torch.Size(ones) else conv_nd(xc, f, None, ones, p, ones, channels)
-            y = conv_nd(s, w, None, ones, [0] * dims, ones, 1)
+            y = conv_nd(band_sum(xc, f, ones, p, ones), w, None, ones, [0] * dims, ones, 1)
             out = y if out is None else out.add_(y)
         return out
 
     return {"layer": run_layer, "one product": lambda: chunked(one_product),
             "1x1 convolutions": lambda: chunked(one_by_one)}
-
-
-def _interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median milliseconds of each function, timed round by round (one call of each per round, the order reversed
-    every other round, after 3 warm-up rounds), so that the allocator's and the machine's state drift evenly over
-    all of them (timed one after the other, the first variant paid for the allocator's growth: 2x in 3D)."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(-3, repeats):
-        for name in list(fns) if r % 2 == 0 else list(reversed(fns)):
-            fn = fns[name]
-            start = time.perf_counter()
-            fn()
-            if r >= 0:
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: int = 20) -> list[dict]:
@@ -155,7 +123,7 @@ def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: 
                 error = ((fn() - reference).abs().max() / reference.abs().max()).item()
                 row["error"][name] = error
                 assert error < 1e-4, f"{name} differs from the dense path by {error:.1e} at {row}"
-            row["ms"] = _interleaved_ms(fns, repeats)
+            row["ms"] = {name: 1000 * t for name, t in interleaved_medians(fns, repeats, warmups=3).items()}
         rows.append(row)
     return rows
 

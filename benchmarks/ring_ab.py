@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from torch import nn
 
 import monai_sre.layers.sre_conv as sre_conv
 from monai_sre.layers import SREConv, ring_ops
-from suite import LAYER_BATCH, LAYER_SHAPES, NETWORK_CASES, build_network  # this script's own folder
+from suite import LAYER_BATCH, LAYER_SHAPES, NETWORK_CASES, build_network, interleaved_medians  # own folder
 
 __all__ = ["load_base_ring_ops", "compare", "main"]
 
@@ -87,21 +86,12 @@ def compare(steps: dict[str, Callable[[], None]], variants: dict[str, ModuleType
     Returns:
         ``{step: {variant: median seconds}}``.
     """
-    times: dict[tuple[str, str], list[float]] = {}
-    order = list(variants.items())
+    result = {}
     for step_name, step in steps.items():  # one step at a time, so that every call follows the same kind of call
-        for _, module in order:
-            _use(module)
-            step()
-        for round_ in range(repeats):
-            # every other round in reverse order, so that a drift of the machine's speed favours no variant
-            for name, module in order if round_ % 2 == 0 else order[::-1]:
-                _use(module)
-                start = clock()
-                step()
-                times.setdefault((step_name, name), []).append(clock() - start)
+        result[step_name] = interleaved_medians({name: step for name in variants}, repeats, clock=clock,
+                                                prepare=lambda name: _use(variants[name]))  # fmt: skip
     _use(ring_ops)
-    return {s: {v: statistics.median(times[(s, v)]) for v in variants} for s in steps}
+    return result
 
 
 def _print(label: str, result: dict[str, dict]) -> None:

@@ -69,6 +69,7 @@ __all__ = [
     "layers_markdown",
     "networks_markdown",
     "machine_summary",
+    "interleaved_medians",
     "run_benchmarks",
     "main",
 ]
@@ -218,6 +219,42 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 
 def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def interleaved_medians(
+    calls: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmups: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+    prepare: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Median seconds of each call, interleaved: ``warmups`` untimed rounds in order, then ``repeats`` timed rounds of
+    one call each, in reverse order every other round, so that a drift of the machine's speed or of the allocator's
+    state favours none of them (timed one after the other, the first call timed pays for the allocator's growth).
+
+    Args:
+        calls: named callables to time.
+        repeats: timed rounds.
+        warmups: untimed rounds first.
+        clock: seconds now: wall-clock (``time.perf_counter``) or the process's CPU time (``time.process_time``).
+        prepare: called with a call's name before each of its calls, untimed (e.g. to switch an implementation).
+
+    Returns:
+        ``{name: median seconds}``.
+    """
+    order = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in order}
+    for round_ in range(-warmups, repeats):
+        for name in order if round_ < 0 or round_ % 2 == 0 else order[::-1]:
+            if prepare is not None:
+                prepare(name)
+            if round_ < 0:
+                calls[name]()
+                continue
+            start = clock()
+            calls[name]()
+            times[name].append(clock() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # -------------------------------------------------------------------------------------------------- layer suite

@@ -148,6 +148,16 @@ def test_run_benchmarks_rejects_bad_arguments():
         bench.benchmark_layers((2,), repeats=0)
 
 
+def test_interleaved_medians_alternate_the_order_after_untimed_warmups():
+    seen, ticks = [], iter(range(1000))
+    calls = {name: (lambda n=name: seen.append(n)) for name in ("a", "b", "c")}
+    prepared = []
+    result = bench.interleaved_medians(calls, 3, warmups=2, clock=lambda: float(next(ticks)), prepare=prepared.append)
+    assert seen == ["a", "b", "c"] * 2 + ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert prepared == seen  # before every call, warm-ups too
+    assert result == {"a": 1.0, "b": 1.0, "c": 1.0}  # warm-ups untimed: every timed call spans one tick
+
+
 def test_sizes_select_the_network_cases(monkeypatch):
     seen = []
     monkeypatch.setattr(bench, "benchmark_networks", lambda cases, **kwargs: seen.append([c.name for c in cases]) or [])
@@ -236,7 +246,8 @@ def test_ring_ab_rejects_bad_arguments():
 
 
 def test_band_mixing_variants_equal_the_dense_path_and_a_wrong_one_is_refused(monkeypatch):
-    from benchmarks import band_mixing
+    monkeypatch.syspath_prepend(str(_BENCHMARKS))  # the script imports the suite from its own folder
+    import band_mixing
 
     rows = band_mixing.compare([(2, 2, 16, 8, 9), (3, 1, 8, 6, 5)], repeats=1)
     assert [(r["dims"], r["kernel"]) for r in rows] == [(2, 9), (3, 5)]
