@@ -2,10 +2,12 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The symmetry groups of the voxel grid: the 8 symmetries of the square and the 24 proper rotations of the cube.
+"""The symmetry groups of the voxel grid: the 8 symmetries of the square, the 24 proper rotations of the cube, and
+the full group of every flip and axis permutation (2, 8 or 48 elements in 1D, 2D, 3D).
 
-The one copy of these groups in the package: the rotation-robustness evaluation (:mod:`monai_sre.evaluation`) and
-the rotation check of a prediction (:mod:`monai_sre.inference`) both build their exact transforms from here.
+The one copy of these groups in the package: the rotation-robustness evaluation (:mod:`monai_sre.evaluation`), the
+rotation check of a prediction (:mod:`monai_sre.inference`) and the equivariance tests build their exact transforms
+from here.
 
 Conventions (a transform acts on the last ``spatial_dims`` axes of a tensor, e.g. ``(B, C, *spatial)``):
 
@@ -32,6 +34,7 @@ __all__ = [
     "GridSymmetry",
     "axis_flip",
     "cube_rotations",
+    "full_grid_group",
     "grid_group",
     "grid_symmetries",
     "rotation_matrix",
@@ -122,6 +125,8 @@ class GridSymmetry:
                 f"got shape {tuple(x.shape)}"
             )
         first = x.ndim - self.spatial_dims
+        if not self.steps:
+            return x.clone()  # a new tensor, as every other element gives
         for axes, k in self.steps:
             if len(axes) == 2:
                 x = torch.rot90(x, k, dims=(first + axes[0], first + axes[1]))
@@ -206,6 +211,33 @@ def grid_group(spatial_dims: int) -> list[GridSymmetry]:
     if spatial_dims == 3:
         return cube_rotations()
     raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+
+
+def full_grid_group(spatial_dims: int) -> list[GridSymmetry]:
+    """Every symmetry of the grid, reflections included: all flips and permutations of the spatial axes, the identity
+    first: 2 elements in 1D, 8 in 2D (:func:`square_symmetries`), 48 in 3D (:func:`cube_rotations`, then each of them
+    after the mirror image ``flip_x``). The group SRE layers and networks are exactly equivariant or invariant to.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+
+    Returns:
+        the elements as :class:`GridSymmetry`.
+
+    Raises:
+        ValueError: when ``spatial_dims`` is not 1, 2 or 3.
+    """
+    if spatial_dims == 1:
+        return [GridSymmetry("line_identity", 1, ()), axis_flip(1, 0)]
+    if spatial_dims == 2:
+        return square_symmetries()
+    if spatial_dims == 3:
+        rotations = cube_rotations()
+        # the mirror image first, then the rotation (names read right to left, as the rotations' do)
+        names = ["cube_flip_x" if not g.steps else f"{g.name}_flip_x" for g in rotations]
+        mirrored = [GridSymmetry(n, 3, (((0,), 1),) + g.steps) for n, g in zip(names, rotations)]
+        return rotations + mirrored
+    raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
 
 
 def grid_symmetries(image: torch.Tensor, spatial_dims: int) -> list[torch.Tensor]:

@@ -18,7 +18,7 @@ from torch import nn
 from monai_sre import SREConv, SREConv2d
 from monai_sre.layers.rings import ring_index, ring_sizes
 from monai_sre.networks import sre_resnet10, sre_resnet18, sre_resnet50
-from tests.layers.symmetry import grid_symmetries
+from monai_sre.transforms import full_grid_group
 
 _MODES = ("zeros", "reflect", "replicate", "circular")
 _KERNELS = {1: (3, 5, 7, 9, 11), 2: (3, 5, 7, 9, 11), 3: (3, 5, 7)}
@@ -157,7 +157,7 @@ def test_decomposed_path_is_equivariant_in_training_mode_with_gradients():
     torch.manual_seed(8)
     conv = SREConv2d(3, 4, 9, padding=4, path="decomposed").double()
     x = torch.randn(1, 3, 13, 13, dtype=torch.float64)
-    for _, g in grid_symmetries(2):
+    for g in full_grid_group(2):
         a = x.clone().requires_grad_()
         b = g(x).requires_grad_()
         conv(a).square().sum().backward()
@@ -290,7 +290,7 @@ def test_network_invariance_holds_on_both_paths(path, dims, size):
                                              widen_factor=0.125)), path).eval()
     x = torch.randn(1, 1, *([size] * dims))
     with torch.no_grad():
-        copies = torch.cat([g(x) for _, g in grid_symmetries(dims)])
+        copies = torch.cat([g(x) for g in full_grid_group(dims)])
         y = net(copies)
     assert _relative_error(y, y[:1].expand_as(y)) < 1e-5
 

@@ -6,24 +6,18 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
+from monai_sre.transforms import full_grid_group
+
 
 def _symmetric_copies(x: torch.Tensor) -> torch.Tensor:
     """All ``2^d * d!`` rot90/flip transforms of ``x`` (batch 1), stacked along the batch axis; identity first."""
-    spatial = list(range(2, x.dim()))
-    copies = []
-    for perm in itertools.permutations(spatial):
-        for flips in itertools.product((False, True), repeat=len(spatial)):
-            y = x.permute([0, 1, *perm])
-            axes = [a for a, f in zip(spatial, flips) if f]
-            copies.append(y.flip(axes) if axes else y)
-    return torch.cat(copies)
+    return torch.cat([g(x) for g in full_grid_group(x.dim() - 2)])
 
 
 def _randomize_norms(net: nn.Module, seed: int = 0) -> nn.Module:

@@ -16,6 +16,7 @@ from monai_sre.transforms.symmetry import (
     AXIS_PLANES,
     axis_flip,
     cube_rotations,
+    full_grid_group,
     grid_group,
     grid_symmetries,
     rotation_matrix,
@@ -37,8 +38,9 @@ def _signed_permutations(dims: int, proper_only: bool) -> set[bytes]:
 
 @pytest.mark.parametrize(
     "group, dims, size, proper_only",
-    [(square_symmetries(), 2, 8, False), (cube_rotations(), 3, 24, True)],
-    ids=["square", "cube"],
+    [(square_symmetries(), 2, 8, False), (cube_rotations(), 3, 24, True), (full_grid_group(1), 1, 2, False),
+     (full_grid_group(2), 2, 8, False), (full_grid_group(3), 3, 48, False)],
+    ids=["square", "cube", "full_1d", "full_2d", "full_3d"],
 )
 def test_the_group_is_every_symmetry_once(group, dims, size, proper_only):
     keys = [g.matrix.tobytes() for g in group]
@@ -55,10 +57,11 @@ def test_the_group_is_every_symmetry_once(group, dims, size, proper_only):
         assert g.matrix.T.tobytes() in set(keys)  # the inverse of an orthogonal matrix is its transpose
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_each_element_moves_voxels_as_its_matrix_says(dims):
-    size, c = 5, 2
-    for g in grid_group(dims):
+@pytest.mark.parametrize("group", [grid_group(2), grid_group(3), full_grid_group(1), full_grid_group(3)],
+                         ids=["square", "cube", "full_1d", "full_3d"])
+def test_each_element_moves_voxels_as_its_matrix_says(group):
+    size, c, dims = 5, 2, group[0].spatial_dims
+    for g in group:
         for offset in itertools.chain(np.eye(dims, dtype=int), [np.arange(1, dims + 1) % 3]):
             x = torch.zeros(1, 1, *([size] * dims))
             x[(0, 0, *(c + offset))] = 1
@@ -66,10 +69,10 @@ def test_each_element_moves_voxels_as_its_matrix_says(dims):
             assert found == [(c + g.matrix @ offset).tolist()], (g.name, offset)
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_applying_two_elements_is_applying_their_product(dims):
+@pytest.mark.parametrize("group", [grid_group(2), grid_group(3), full_grid_group(3)], ids=["square", "cube", "full_3d"])
+def test_applying_two_elements_is_applying_their_product(group):
     """The action is a group action: g(h(x)) is the element whose matrix is G @ H, and g^-1 undoes g."""
-    group = grid_group(dims)
+    dims = group[0].spatial_dims
     by_matrix = {g.matrix.tobytes(): g for g in group}
     x = torch.randperm(2 * 5**dims).reshape(2, *([5] * dims)).float()  # distinct values: distinct images
     images = {g.name: g(x) for g in group}
@@ -112,6 +115,8 @@ def test_flips_and_the_image_list():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="spatial_dims must be 2 or 3, got 4"):
         grid_group(4)
+    with pytest.raises(ValueError, match="spatial_dims must be 1, 2 or 3, got 0"):
+        full_grid_group(0)
     with pytest.raises(ValueError, match=r"axis must be a spatial axis in \[0, 1\], got 2"):
         axis_flip(2, 2)
     with pytest.raises(ValueError, match=r"3D grid symmetry needs at least 3 axes, got shape \(4, 4\)"):
