@@ -20,6 +20,9 @@ ResNet-18 fitted the training set. This script isolates candidate causes, one sw
 - ``--zero-init-residual``: every block starts as its shortcut (torchvision's option).
 - ``--standardize``, ``--padding-mode``: inputs with zero mean and unit variance, or reflect/replicate padding in every
   SRE layer: rule out the border of a large kernel's zero padding on a positive input (the ReLU outputs are).
+- ``--gradient-fraction``: that share of the channels after the stem's and every block's first SRE convolution carry
+  their local gradient norm (``monai_sre.layers.GradientNormActivation``): edge strength in any direction, which
+  radially symmetric kernels cannot form; asks whether the function class is what fits slowly.
 - ``--augmentation rotation|standard``: the bundles' training augmentation (``monai_sre.transforms``) on every
   training image; ``--model resnet --augmentation rotation`` asks whether a dense network that must ignore
   orientation also fits slowly, i.e. whether the slow start belongs to the invariant function class, not to SRE.
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="parameterisation of the SRE band weights (monai_sre.layers.band_scale)")
     parser.add_argument("--augmentation", choices=AUGMENTATIONS, default="none",
                         help="the bundles' training augmentation of that name, applied to every training image")
+    parser.add_argument("--gradient-fraction", type=float, default=0.0,
+                        help="share of the channels after each first SRE convolution carrying their gradient norm")
     parser.add_argument("--json", help="also write the per-epoch rows here")
     args = parser.parse_args(argv)
 
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     majority = int(np.bincount(y_train).argmax())
 
     net = medmnist_classifier(model_type=args.model, num_classes=classes, widen_factor=args.widen_factor,
-                              kernel_size=args.kernel_size, conv1_t_size=args.stem)
+                              kernel_size=args.kernel_size, conv1_t_size=args.stem,
+                              gradient_fraction=args.gradient_fraction)
     if args.dc_init != "he":
         rescale_kernel_mean(net, args.dc_init)
     if args.zero_init_residual:
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     prior = np.bincount(y_train) / len(y_train)
     print(f"{args.model} {args.optimizer} lr {args.lr} path {args.path} dc-init {args.dc_init} band-scale "
           f"{args.band_scale} warm-up {args.warmup} zero-init-residual {args.zero_init_residual} "
-          f"kernel {args.kernel_size or 'default'} augmentation {args.augmentation} seed {args.seed}; "
+          f"kernel {args.kernel_size or 'default'} augmentation {args.augmentation} gradient fraction "
+          f"{args.gradient_fraction} seed {args.seed}; "
           f"majority class share of val: "
           f"{float(np.mean(y_val == majority)):.3f}, loss of the class prior: "
           f"{-sum(p * math.log(p) for p in prior if p > 0):.3f}")

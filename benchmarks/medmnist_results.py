@@ -66,16 +66,22 @@ class Model(NamedTuple):
 
 
 _PAPER = ("--augmentation", "standard", "--optimizer", "sgd", "--learning_rate", "0.02", "--weight_decay", "0.001",
-          "--lr_schedule", "cosine", "--batch_size", "128")
+          "--lr_schedule", "cosine", "--batch_size", "128", "--gradient_fraction", "0")
 #: Models of the comparison; adding a recipe variant is one entry (its overrides win over ``--set``).
 MODELS: dict[str, Model] = {
-    # "none" spelt out: the 2D bundle's default is "standard" since its version 0.5.0, and a record must say what it ran
-    "sre": Model("sre", ("--augmentation", "none"), "SRE-ResNet-18"),
+    # "none" and 0 spelt out: the 2D bundle's default is "standard" since its version 0.5.0 and gradient_fraction 0.5
+    # since 0.7.0, and a record must say what it ran
+    "sre": Model("sre", ("--augmentation", "none", "--gradient_fraction", "0"), "SRE-ResNet-18"),
     "resnet": Model("resnet", ("--augmentation", "none"), "ResNet-18 (MONAI)"),
     "resnet_rotation": Model("resnet", ("--augmentation", "rotation"), "ResNet-18 (MONAI), rotation aug."),
-    "sre_standard": Model("sre", ("--augmentation", "standard"), "SRE-ResNet-18, standard aug."),
+    "sre_standard": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0"),
+                          "SRE-ResNet-18, standard aug."),
     # the rotation-augmented ResNet's recipe for SRE: does the invariant network gain from turned training images too?
-    "sre_rotation": Model("sre", ("--augmentation", "rotation"), "SRE-ResNet-18, rotation aug."),
+    "sre_rotation": Model("sre", ("--augmentation", "rotation", "--gradient_fraction", "0"),
+                          "SRE-ResNet-18, rotation aug."),
+    # half of the channels after every first SRE convolution carry their gradient norm (edges in any direction)
+    "sre_gradient": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0.5"),
+                          "SRE-ResNet-18, standard aug., gradient norm on half the channels"),
     # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
     # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled
     "sre_paper": Model("sre", _PAPER + ("--band_scale", "rsqrt_taps"),
@@ -276,7 +282,7 @@ def _params(record: dict) -> int:
     cfg = _recipe(record)
     net = medmnist_classifier(record.get("model_type", record["model"]), cfg["arch"], cfg["spatial_dims"],
                               info.n_channels, info.n_classes, float(cfg["widen_factor"]), cfg["kernel_size"],
-                              cfg["conv1_t_size"])
+                              cfg["conv1_t_size"], gradient_fraction=float(cfg.get("gradient_fraction", 0.0)))
     return sum(p.numel() for p in net.parameters())
 
 

@@ -50,6 +50,7 @@ def medmnist_classifier(
     conv1_t_size: int | None = None,
     num_rings: int | None = None,
     band_scale: str = "none",
+    gradient_fraction: float = 0.0,
 ) -> nn.Module:
     """Build a MedMNIST classifier.
 
@@ -67,6 +68,8 @@ def medmnist_classifier(
         band_scale: parameterisation of the SRE band weights (``"none"`` or ``"rsqrt_taps"``, see
             :class:`~monai_sre.networks.SREResNet`; the bundles take :func:`monai_sre.optim.band_scale_for` of their optimizer).
             Ignored by the baseline.
+        gradient_fraction: share of the channels after each first SRE convolution that carry their local gradient
+            norm (:class:`~monai_sre.networks.SREResNet`); 0 is the plain SRE-ResNet. Ignored by the baseline.
 
     Returns:
         the network, producing ``(batch, num_classes)`` logits.
@@ -90,7 +93,7 @@ def medmnist_classifier(
         return getattr(monai_resnet, arch)(conv1_t_size=conv1_t_size or 3, **common)
     builder = getattr(sre_resnet, f"sre_{arch}")
     return builder(conv1_t_size=conv1_t_size or 5, kernel_size=kernel_size, num_rings=num_rings,
-                   band_scale=band_scale, **common)
+                   band_scale=band_scale, gradient_fraction=gradient_fraction, **common)
 
 
 def checkpoint_name(model_type: str) -> str:

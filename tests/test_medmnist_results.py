@@ -47,20 +47,26 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     assert {"sre", "resnet", "resnet_rotation"} <= set(mr.MODELS) and set(mr.DEFAULT_MODELS) <= set(mr.MODELS)
     assert mr.MODELS["resnet_rotation"].model_type == "resnet"
     assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation"}
-    assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {"augmentation": "standard"}
-    # every model names its augmentation: the bundles' defaults differ (2D standard, 3D none) and may change again
+    assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {"augmentation": "standard",
+                                                                      "gradient_fraction": "0"}
+    # every model names its augmentation and every SRE model its gradient fraction: the bundles' defaults differ
+    # (2D standard and 0.5, 3D standard and 0) and may change again
     assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
         "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "sre_standard": "standard",
-        "sre_rotation": "rotation", "sre_paper": "standard", "sre_paper_unscaled": "standard"}
+        "sre_rotation": "rotation", "sre_gradient": "standard", "sre_paper": "standard",
+        "sre_paper_unscaled": "standard"}
+    assert {name: mr.parse_overrides(m.overrides).get("gradient_fraction") for name, m in mr.MODELS.items()
+            if m.model_type == "sre"} == {"sre": "0", "sre_standard": "0", "sre_rotation": "0", "sre_gradient": "0.5",
+                                          "sre_paper": "0", "sre_paper_unscaled": "0"}
     paper = {"augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02", "weight_decay": "0.001",
-             "lr_schedule": "cosine", "batch_size": "128"}
+             "lr_schedule": "cosine", "batch_size": "128", "gradient_fraction": "0"}
     assert mr.parse_overrides(mr.MODELS["sre_paper"].overrides) == {**paper, "band_scale": "rsqrt_taps"}
     assert mr.parse_overrides(mr.MODELS["sre_paper_unscaled"].overrides) == {**paper, "band_scale": "none"}
     models = mr.resolve_models(["resnet", "sre_sgd=sre_standard --optimizer sgd --learning_rate=0.02"])
     assert list(models) == ["resnet", "sre_sgd"]
     assert models["sre_sgd"].model_type == "sre"
     assert mr.parse_overrides(models["sre_sgd"].overrides) == {
-        "augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02"}
+        "augmentation": "standard", "gradient_fraction": "0", "optimizer": "sgd", "learning_rate": "0.02"}
     for bad, match in ((["vit"], "unknown model 'vit'"), (["x=vit"], "base 'vit'"), (["a/b=sre"], "names a folder"),
                        (["sre", "sre"], "given twice"), (["x=sre --epochs"], "has no value")):
         with pytest.raises(ValueError, match=match):

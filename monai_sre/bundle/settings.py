@@ -68,6 +68,10 @@ def _fraction(value: Any) -> str | None:
     return None if _is_number(value) and 0 <= value <= 1 else "a number from 0 to 1"
 
 
+def _gradient_fraction(value: Any) -> str | None:
+    return None if _is_number(value) and 0 <= value < 1 else "a number from 0 to below 1, e.g. 0.5 (0: none)"
+
+
 def _integer(value: Any) -> str | None:
     return None if _is_int(value) else "an integer"
 
@@ -114,6 +118,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "arch": _one_of(ARCHS),
     "widen_factor": _positive_number,
     "kernel_size": _kernel_size,
+    "gradient_fraction": _gradient_fraction,
     "epochs": _positive_int,
     "batch_size": _positive_int,
     "val_interval": _positive_int,

@@ -2,11 +2,13 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""SRE layers: ring geometry, SRE convolutions, inference BatchNorm folding and symmetry-preserving downsampling."""
+"""SRE layers: ring geometry, SRE convolutions, inference BatchNorm folding, symmetry-preserving downsampling and the
+gradient-norm activation."""
 
 from __future__ import annotations
 
 from monai_sre.layers.convert import convert_to_sre, find_symmetry_breakers, project_dense_kernel
+from monai_sre.layers.gradient_norm import GradientNormActivation, gradient_norm, gradient_norm_activation
 from monai_sre.layers.norm_folding import batch_norm_affine, conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample, symmetric_output_size, symmetric_window
 from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index, ring_sizes
@@ -44,6 +46,9 @@ __all__ = [
     "band_scale",
     "set_band_scale_",
     "upgrade_state_dict",
+    "gradient_norm",
+    "GradientNormActivation",
+    "gradient_norm_activation",
     "batch_norm_affine",
     "conv_norm",
     "DOWNSAMPLE_MODES",

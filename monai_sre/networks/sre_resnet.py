@@ -36,6 +36,7 @@ from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck, get_inplan
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
+from monai_sre.layers.gradient_norm import gradient_norm_activation
 from monai_sre.layers.norm_folding import conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample
 from monai_sre.layers.rings import taps_inside
@@ -146,6 +147,8 @@ class SREResNetBlock(nn.Module):
         kernel_size: odd SRE kernel size of both convolutions.
         num_rings: number of bands of the SRE kernels; None gives one-voxel rings.
         downsample_mode: ``"avg"`` or ``"max"`` symmetric downsampling when ``stride != 1``.
+        gradient_fraction: share of the first convolution's channels whose activation is their local gradient norm
+            (:class:`~monai_sre.layers.GradientNormActivation`); 0 keeps ``act`` on all of them.
     """
 
     expansion = 1
@@ -163,6 +166,7 @@ class SREResNetBlock(nn.Module):
         kernel_size: _KernelSize = 3,
         num_rings: int | None = None,
         downsample_mode: str = "avg",
+        gradient_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         # The block downsamples its input once, before both branches: cheaper than a pool inside each branch, and
@@ -170,16 +174,17 @@ class SREResNetBlock(nn.Module):
         self.pool = SymmetricDownsample(spatial_dims, stride, downsample_mode) if _is_strided(stride) else nn.Identity()
         self.conv1 = SREConv(spatial_dims, in_planes, planes, kernel_size, bias=False, num_rings=num_rings)
         self.bn1 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes)
-        self.act = get_act_layer(name=act)
+        self.act1 = gradient_norm_activation(act, planes, gradient_fraction)
         self.conv2 = SREConv(spatial_dims, planes, planes, kernel_size, bias=False, num_rings=num_rings)
         self.bn2 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes)
+        self.act = get_act_layer(name=act)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(x)
         residual = x
         if torch.jit.is_scripting():
-            out = self.act(self.bn1(self.conv1(x)))
+            out = self.act1(self.bn1(self.conv1(x)))
             out = self.bn2(self.conv2(out))
         else:
             out = self._branch(x)
@@ -191,7 +196,7 @@ class SREResNetBlock(nn.Module):
     @torch.jit.unused
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
         # inference folds each BatchNorm into its SRE convolution (same numbers, one pass less)
-        return conv_norm(self.conv2, self.bn2, self.act(conv_norm(self.conv1, self.bn1, x)))
+        return conv_norm(self.conv2, self.bn2, self.act1(conv_norm(self.conv1, self.bn1, x)))
 
 
 class SREResNetBottleneck(nn.Module):
@@ -208,6 +213,8 @@ class SREResNetBottleneck(nn.Module):
         kernel_size: odd SRE kernel size of the middle convolution.
         num_rings: number of bands of the SRE kernel; None gives one-voxel rings.
         downsample_mode: ``"avg"`` or ``"max"`` symmetric downsampling when ``stride != 1``.
+        gradient_fraction: share of the SRE convolution's channels whose activation is their local gradient norm
+            (:class:`~monai_sre.layers.GradientNormActivation`); 0 keeps ``act`` on all of them.
     """
 
     expansion = 4
@@ -225,6 +232,7 @@ class SREResNetBottleneck(nn.Module):
         kernel_size: _KernelSize = 3,
         num_rings: int | None = None,
         downsample_mode: str = "avg",
+        gradient_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         conv_type = Conv[Conv.CONV, spatial_dims]
@@ -236,6 +244,7 @@ class SREResNetBottleneck(nn.Module):
         self.conv3 = conv_type(planes, planes * self.expansion, kernel_size=1, bias=False)
         self.bn3 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes * self.expansion)
         self.act = get_act_layer(name=act)
+        self.act2 = gradient_norm_activation(act, planes, gradient_fraction)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -243,9 +252,9 @@ class SREResNetBottleneck(nn.Module):
         residual = x
         out = self.act(self.bn1(self.conv1(x)))
         if torch.jit.is_scripting():
-            out = self.act(self.bn2(self.conv2(out)))
+            out = self.act2(self.bn2(self.conv2(out)))
         else:
-            out = self.act(self._middle(out))
+            out = self.act2(self._middle(out))
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             residual = self.downsample(x)
@@ -330,11 +339,17 @@ class SREResNet(nn.Module):
             ``"none"`` suits Adam, ``"rsqrt_taps"`` SGD (every tap then steps as a dense tap does, whatever the
             size of its band; :func:`~monai_sre.layers.band_scale`). Outputs and checkpoints do not depend on it:
             a checkpoint trained under one loads into a network built with the other.
+        gradient_fraction: share of the channels after the stem's and every block's first SRE convolution (the
+            bottleneck's middle one) that carry their local gradient norm instead of ``act``
+            (:class:`~monai_sre.layers.GradientNormActivation`): edge strength in any direction, which radially
+            symmetric kernels cannot form, at no cost to the exact invariance. 0 (default) is the plain network; the
+            split is part of the state dict, so a checkpoint loads only into a network with the same split.
 
     Raises:
         ValueError: for an unknown ``block``, ``shortcut_type``, ``downsample_mode`` or ``band_scale``, ``layers``,
-            ``block_inplanes`` or ``kernel_size`` not of length 4, an even kernel size; at call time for an input of
-            the wrong rank or channel count or smaller than :attr:`min_input_size`.
+            ``block_inplanes`` or ``kernel_size`` not of length 4, an even kernel size, a ``gradient_fraction``
+            outside ``[0, 1)``; at call time for an input of the wrong rank or channel count or smaller than
+            :attr:`min_input_size`.
     """
 
     __constants__ = ["spatial_dims", "n_input_channels", "no_max_pool"]
@@ -363,6 +378,7 @@ class SREResNet(nn.Module):
         zero_init_residual: bool = False,
         block_norm: str | tuple | None = None,
         band_scale: str = "none",
+        gradient_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         block_type = _resolve_block(block)
@@ -401,10 +417,11 @@ class SREResNet(nn.Module):
             spatial_dims, n_input_channels, self.in_planes, conv1_t_size, bias=False, num_rings=num_rings
         )
         self.bn1 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=self.in_planes)
-        self.act = get_act_layer(name=act)
+        self.act = gradient_norm_activation(act, self.in_planes, gradient_fraction)
         self.maxpool = nn.Identity() if no_max_pool else SymmetricDownsample(spatial_dims, 2, "max")
         common = {"spatial_dims": spatial_dims, "shortcut_type": shortcut_type, "bias_downsample": bias_downsample,
-                  "act": act, "norm": block_norm, "num_rings": num_rings, "downsample_mode": downsample_mode}
+                  "act": act, "norm": block_norm, "num_rings": num_rings, "downsample_mode": downsample_mode,
+                  "gradient_fraction": gradient_fraction}
         self.layer1 = self._make_layer(block_type, planes[0], layers[0], 1, stage_kernels[0], **common)
         self.layer2 = self._make_layer(block_type, planes[1], layers[1], 2, stage_kernels[1], **common)
         self.layer3 = self._make_layer(block_type, planes[2], layers[2], 2, stage_kernels[2], **common)
@@ -445,6 +462,7 @@ class SREResNet(nn.Module):
         norm: str | tuple,
         num_rings: int | None,
         downsample_mode: str,
+        gradient_fraction: float,
     ) -> nn.Sequential:
         out_planes = planes * block.expansion
         downsample: nn.Module | None = None
@@ -460,7 +478,7 @@ class SREResNet(nn.Module):
                     get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=out_planes),
                 )
         options = {"act": act, "norm": norm, "kernel_size": kernel_size, "num_rings": num_rings,
-                   "downsample_mode": downsample_mode}
+                   "downsample_mode": downsample_mode, "gradient_fraction": gradient_fraction}
         stage = [block(self.in_planes, planes, spatial_dims, stride, downsample, **options)]
         self.in_planes = out_planes
         for _ in range(1, blocks):

@@ -143,6 +143,7 @@ BAD_OVERRIDES = [
      "--data_root '{tmp}/no_such_folder' refused: expected an existing folder holding the MedMNIST .npz files, or None "
      "(no folder {tmp}/no_such_folder exists; it is not created)"),
     ("inference.json", {"kernel_size": 4}, "--kernel_size 4 refused: expected an odd positive integer"),
+    ("train.json", {"gradient_fraction": 1}, "--gradient_fraction 1 refused: expected a number from 0 to below 1"),
     ("train.json", {"optimizer": "rmsprop"}, "--optimizer 'rmsprop' refused: expected one of adam, sgd"),
     ("train.json", {"lr_schedule": "linear"}, "--lr_schedule 'linear' refused: expected one of step, cosine"),
     ("train.json", {"augmentation": "rotate"},

@@ -66,6 +66,23 @@ def test_sre_resnet18_3d_default_is_invariant(size, randomize_norms, max_symmetr
     assert max_symmetry_error(net, _input(3, size)) < TOL
 
 
+@pytest.mark.parametrize("size", [28, 65])
+def test_sre_resnet18_2d_with_gradient_norm_channels_is_invariant(size, randomize_norms, max_symmetry_error):
+    torch.manual_seed(6)
+    net = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.125, gradient_fraction=0.5)
+    assert max_symmetry_error(randomize_norms(net), _input(2, size)) < TOL
+
+
+def test_sre_resnet50_2d_and_resnet10_3d_with_gradient_norm_channels_are_invariant(
+    randomize_norms, max_symmetry_error
+):
+    torch.manual_seed(7)
+    net = sre_resnet50(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.125, gradient_fraction=0.25)
+    assert max_symmetry_error(randomize_norms(net), _input(2, 33)) < TOL
+    net = sre_resnet10(spatial_dims=3, n_input_channels=1, num_classes=3, widen_factor=0.125, gradient_fraction=0.5)
+    assert max_symmetry_error(randomize_norms(net), _input(3, 20)) < TOL
+
+
 def _converted_resnet18(spatial_dims: int, **kwargs) -> torch.nn.Module:
     torch.manual_seed(5)
     dense = resnet18(spatial_dims=spatial_dims, n_input_channels=1, num_classes=3, widen_factor=0.125, **kwargs)

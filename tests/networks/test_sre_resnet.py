@@ -78,9 +78,8 @@ def test_signature_mirrors_monai_resnet():
     # Only the MedMNIST-friendly stem differs: 5-voxel stem and no max-pool (documented).
     assert differing == {"conv1_t_size", "no_max_pool"}
     extra = ours[len(theirs):]
-    assert [p.name for p in extra] == [
-        "kernel_size", "num_rings", "downsample_mode", "zero_init_residual", "block_norm", "band_scale"
-    ]
+    assert [p.name for p in extra] == ["kernel_size", "num_rings", "downsample_mode", "zero_init_residual",
+                                       "block_norm", "band_scale", "gradient_fraction"]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
 
 
@@ -137,8 +136,13 @@ def test_norm_and_act_reach_every_block_and_shortcut():
     assert norms and all(isinstance(m, nn.InstanceNorm2d) for m in norms)
     # stem, 8 blocks with 2 norms each, 3 type-B shortcuts
     assert len(norms) == 1 + 16 + 3
-    acts = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
-    assert len(acts) == 1 + 8 and all(isinstance(m, nn.LeakyReLU) for m in acts)
+    # stem, 8 blocks with 2 each (after the first convolution, after the sum); with gradient channels the same
+    # activation works on the other channels
+    for fraction in (0.0, 0.5):
+        net = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=2, widen_factor=0.125,
+                           norm=("instance", {"affine": True}), act="leakyrelu", gradient_fraction=fraction)
+        acts = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+        assert len(acts) == 1 + 16 and all(isinstance(m, nn.LeakyReLU) for m in acts)
 
 
 def test_instance_norm_without_affine_builds_and_runs():
@@ -220,6 +224,8 @@ def test_bad_input_is_named(shape, match):
         ({"shortcut_type": "C"}, r"shortcut_type must be 'A' or 'B', got 'C'"),
         ({"layers": [2, 2, 2]}, r"layers and block_inplanes need 4 entries"),
         ({"spatial_dims": 4}, r"spatial_dims must be 1, 2 or 3, got 4"),
+        ({"gradient_fraction": 1.0}, r"gradient_fraction must be in \[0, 1\), got 1.0"),
+        ({"gradient_fraction": -0.1}, r"gradient_fraction must be in \[0, 1\), got -0.1"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
@@ -231,11 +237,12 @@ def test_bad_arguments_are_named(kwargs, match):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("shortcut_type, no_max_pool", [("A", False), ("B", True)])
-def test_torchscript_save_load_gives_identical_outputs(shortcut_type, no_max_pool):
+@pytest.mark.parametrize("shortcut_type, no_max_pool, gradient_fraction", [("A", False, 0.0), ("B", True, 0.5)])
+def test_torchscript_save_load_gives_identical_outputs(shortcut_type, no_max_pool, gradient_fraction):
     # MONAI's ResNet cannot script type "A" shortcuts; here both types script, with and without the max-pool.
     net = sre_resnet10(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.125,
-                       shortcut_type=shortcut_type, no_max_pool=no_max_pool, conv1_t_stride=2).eval()
+                       shortcut_type=shortcut_type, no_max_pool=no_max_pool, conv1_t_stride=2,
+                       gradient_fraction=gradient_fraction).eval()
     x = torch.randn(2, 1, 33, 33)
     buffer = io.BytesIO()
     scripted = torch.jit.script(net)
@@ -250,10 +257,12 @@ def test_torchscript_save_load_gives_identical_outputs(shortcut_type, no_max_poo
             loaded(torch.randn(1, 1, 8, 8))
 
 
-def test_onnx_export_matches_onnxruntime(tmp_path):
+@pytest.mark.parametrize("gradient_fraction", [0.0, 0.5])
+def test_onnx_export_matches_onnxruntime(tmp_path, gradient_fraction):
     import onnxruntime as ort
 
-    net = sre_resnet10(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.125).eval()
+    net = sre_resnet10(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.125,
+                       gradient_fraction=gradient_fraction).eval()
     x = torch.randn(2, 1, 28, 28)
     path = tmp_path / "sre_resnet10.onnx"
     torch.onnx.export(net, (x,), dynamo=True, input_names=["image"], output_names=["pred"]).save(str(path))
@@ -311,3 +320,29 @@ def test_supervised_trainer_runs_two_iterations_on_breastmnist(data_root):
     assert trainer.state.iteration == 2
     assert np.isfinite(float(trainer.state.output[0]["loss"]))
     assert not torch.equal(net.conv1.weight, before)
+
+
+def test_gradient_fraction_splits_the_stem_and_every_first_activation_and_is_part_of_the_state_dict(tmp_path):
+    from monai_sre.io.checkpoints import load_weights
+    from monai_sre.layers import GradientNormActivation
+
+    plain = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=2, widen_factor=0.25)
+    split = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=2, widen_factor=0.25, gradient_fraction=0.5)
+    acts = {n: m for n, m in split.named_modules() if isinstance(m, GradientNormActivation)}
+    assert sorted(acts) == sorted(["act"] + [f"layer{s}.{b}.act1" for s in range(1, 5) for b in range(2)])
+    assert acts["act"].gradient_index.tolist() == list(range(8, 16))  # stem: 16 channels, the last 8
+    assert len(acts["layer4.1.act1"].gradient_index) == 64  # 128 channels
+    assert not any("gradient_index" in k for k in plain.state_dict())  # 0: the plain network, old files load
+    # the same weights otherwise: a plain checkpoint is refused by name, not loaded into a network computing else
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    missing = r"plain\.pt does not fit the SREResNet.*missing \(e\.g\. act\.gradient_index\)"
+    with pytest.raises(ValueError, match=missing):
+        load_weights(split, tmp_path / "plain.pt")
+    torch.save(split.state_dict(), tmp_path / "split.pt")
+    with pytest.raises(ValueError, match=r"split\.pt does not fit the SREResNet.*unexpected"):
+        load_weights(plain, tmp_path / "split.pt")
+    quarter = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=2, widen_factor=0.25, gradient_fraction=0.25)
+    with pytest.raises(ValueError, match=r"split\.pt does not fit the SREResNet.*other shapes"):
+        load_weights(quarter, tmp_path / "split.pt")
+    load_weights(sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=2, widen_factor=0.25,
+                              gradient_fraction=0.5), tmp_path / "split.pt")
