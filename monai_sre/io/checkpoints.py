@@ -247,9 +247,14 @@ def _check_fits(checkpoint: Checkpoint, network: nn.Module) -> None:
         parts.append(f"{len(missing)} tensor(s) missing (e.g. {missing[0]})")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
+    # the gradient-norm split has no weights, only its index buffer: name the setting that differs
+    hint = ""
+    if all(k.endswith("gradient_index") for k in resized + missing + unexpected):
+        hint = (" (only the gradient-norm channels differ: build the network with the gradient_fraction the checkpoint "
+                "was trained with; in the bundles --gradient_fraction)")
     raise ValueError(
         f"checkpoint {checkpoint.path} does not fit the {type(getattr(network, 'module', network)).__name__} of this "
-        f"configuration: {'; '.join(parts)}; expected a checkpoint of the same architecture and settings"
+        f"configuration: {'; '.join(parts)}; expected a checkpoint of the same architecture and settings{hint}"
     )
 
 

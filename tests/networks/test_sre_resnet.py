@@ -339,8 +339,11 @@ def test_gradient_fraction_splits_the_stem_and_every_first_activation_and_is_par
     with pytest.raises(ValueError, match=missing):
         load_weights(split, tmp_path / "plain.pt")
     torch.save(split.state_dict(), tmp_path / "split.pt")
-    with pytest.raises(ValueError, match=r"split\.pt does not fit the SREResNet.*unexpected"):
+    with pytest.raises(ValueError, match=r"split\.pt does not fit the SREResNet.*unexpected.*--gradient_fraction\)$"):
         load_weights(plain, tmp_path / "split.pt")
+    wider = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=2, widen_factor=0.5)
+    with pytest.raises(ValueError, match=r"settings$"):  # other weights too: no gradient hint
+        load_weights(wider, tmp_path / "split.pt")
     quarter = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=2, widen_factor=0.25, gradient_fraction=0.25)
     with pytest.raises(ValueError, match=r"split\.pt does not fit the SREResNet.*other shapes"):
         load_weights(quarter, tmp_path / "split.pt")
