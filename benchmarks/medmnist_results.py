@@ -282,7 +282,7 @@ def _params(record: dict) -> int:
     cfg = _recipe(record)
     net = medmnist_classifier(record.get("model_type", record["model"]), cfg["arch"], cfg["spatial_dims"],
                               info.n_channels, info.n_classes, float(cfg["widen_factor"]), cfg["kernel_size"],
-                              cfg["conv1_t_size"], gradient_fraction=float(cfg.get("gradient_fraction", 0.0)))
+                              cfg["conv1_t_size"], gradient_fraction=float(cfg["gradient_fraction"]))
     return sum(p.numel() for p in net.parameters())
 
 
