@@ -66,21 +66,25 @@ class Model(NamedTuple):
 
 
 _PAPER = ("--augmentation", "standard", "--optimizer", "sgd", "--learning_rate", "0.02", "--weight_decay", "0.001",
-          "--lr_schedule", "cosine", "--batch_size", "128", "--gradient_fraction", "0")
+          "--lr_schedule", "cosine", "--batch_size", "128", "--gradient_fraction", "0", "--corner_mask", "0")
 #: Models of the comparison; adding a recipe variant is one entry (its overrides win over ``--set``).
 MODELS: dict[str, Model] = {
-    # "none" and 0 spelt out: the 2D bundle's default is "standard" since its version 0.5.0 and gradient_fraction 0.5
-    # since 0.7.0, and a record must say what it ran
-    "sre": Model("sre", ("--augmentation", "none", "--gradient_fraction", "0"), "SRE-ResNet-18"),
-    "resnet": Model("resnet", ("--augmentation", "none"), "ResNet-18 (MONAI)"),
-    "resnet_rotation": Model("resnet", ("--augmentation", "rotation"), "ResNet-18 (MONAI), rotation aug."),
-    "sre_standard": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0"),
+    # augmentation, corner mask and gradient fraction spelt out: the bundles' defaults differ (2D standard since 0.5.0,
+    # a corner mask since 0.8.0) and may change again, and a record must say what it ran whatever the default becomes
+    "sre": Model("sre", ("--augmentation", "none", "--gradient_fraction", "0", "--corner_mask", "0"), "SRE-ResNet-18"),
+    "resnet": Model("resnet", ("--augmentation", "none", "--corner_mask", "0"), "ResNet-18 (MONAI)"),
+    "resnet_rotation": Model("resnet", ("--augmentation", "rotation", "--corner_mask", "0"),
+                             "ResNet-18 (MONAI), rotation aug."),
+    "sre_standard": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0", "--corner_mask", "0"),
                           "SRE-ResNet-18, standard aug."),
+    # the standard augmentation plus the zero-filled corners of a random turn, without the turn (RandCornerMaskd)
+    "sre_corners": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0", "--corner_mask", "0.5"),
+                         "SRE-ResNet-18, standard aug. + corner mask"),
     # the rotation-augmented ResNet's recipe for SRE: does the invariant network gain from turned training images too?
-    "sre_rotation": Model("sre", ("--augmentation", "rotation", "--gradient_fraction", "0"),
+    "sre_rotation": Model("sre", ("--augmentation", "rotation", "--gradient_fraction", "0", "--corner_mask", "0"),
                           "SRE-ResNet-18, rotation aug."),
     # half of the channels after every first SRE convolution carry their gradient norm (edges in any direction)
-    "sre_gradient": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0.5"),
+    "sre_gradient": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0.5", "--corner_mask", "0"),
                           "SRE-ResNet-18, standard aug., gradient norm on half the channels"),
     # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
     # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled

@@ -131,6 +131,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "lr_schedule": _one_of(LR_SCHEDULES),
     "band_scale": _one_of(BAND_SCALES),
     "augmentation": _one_of(AUGMENTATIONS),
+    "corner_mask": _fraction,
     "num_workers": _non_negative_int,
     "cache_rate": _fraction,
     "seed": _integer,

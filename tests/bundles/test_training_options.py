@@ -18,9 +18,10 @@ from monai.engines import default_prepare_batch
 from monai.transforms import Compose, RandAffined, RandFlipd, RandRotated, RandScaleCropd
 
 from monai_sre.evaluation import RotatedCopies
+from monai_sre.evaluation.rotated_sets import rotate
 from monai_sre.layers import SREConv, band_scale
 from monai_sre.optim import build_lr_scheduler, build_optimizer
-from monai_sre.transforms.augmentation import training_augmentation
+from monai_sre.transforms.augmentation import RandCornerMaskd, training_augmentation
 from tests.bundles.test_bundles import TINY, _bundle, _run
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -92,14 +93,66 @@ def test_rotation_covers_the_circle_and_flips():
     assert [f.flipper.spatial_axis for f in flips] == [0, 1, 2] and all(isinstance(f, RandFlipd) for f in flips)
 
 
+def test_corner_mask_is_a_turned_frame_and_does_not_turn_the_image():
+    """The mask is the evaluation's turn of an all-ones image (zero corners with soft edges); inside it the image is
+    left as it was, so a bar keeps its direction."""
+    mask = RandCornerMaskd("image", prob=1.0).set_random_state(3)
+    ones = torch.ones(1, 28, 28)
+    for _ in range(10):
+        out = mask({"image": ones})["image"]
+        degrees = math.degrees(mask.angle)
+        assert 0 <= degrees < 90 and out.shape == (1, 28, 28) and out.dtype == torch.float32
+        turned = [rotate(ones[None], sign * degrees)[0] for sign in (1, -1)]
+        assert min(float((out - t).abs().max()) for t in turned) < 1e-5  # the zero-filled corners of that turn
+    mask.angle = math.pi / 4
+    frame = mask.mask((28, 28))[0]
+    assert type(frame) is torch.Tensor and frame[0, 0] == 0 and frame[-1, -1] == 0
+    assert frame[14, 0] == pytest.approx(1) and frame[0, 14] == pytest.approx(1)
+    assert float((frame == 0).float().mean()) == pytest.approx(0.16, abs=0.03)  # 45 deg: 17% of a square
+    bar = _bar_image()
+    masked = []
+    for _ in range(20):
+        masked.append(mask({"image": bar})["image"])
+        assert torch.equal(masked[-1], bar * mask.mask((28, 28)))  # the image times the drawn mask, nothing else
+    assert max(min(_orientation(m), 180 - _orientation(m)) for m in masked) < 1.0  # the bar stays level
+
+
+def test_corner_mask_probability_3d_and_placement():
+    mask = RandCornerMaskd(["image", "label"], prob=0.5).set_random_state(0)
+    cube = torch.ones(1, 12, 12, 12)
+    masked = 0
+    for _ in range(60):
+        out = mask({"image": cube, "label": 2 * cube})
+        assert torch.equal(out["label"], 2 * out["image"])  # every key gets the same mask
+        if float(out["image"].min()) < 1:
+            masked += 1
+            # a turn about one axis: the mask is the same on every slice across that axis
+            image = out["image"]
+            constant = [bool(torch.allclose(image, image.narrow(a, 0, 1).expand_as(cube), atol=1e-5)) for a in (1, 2, 3)]
+            assert sum(constant) == 1 and constant.index(True) == mask.axis
+    assert 18 <= masked <= 42  # prob 0.5 of 60
+    with pytest.raises(ValueError, match="same grid"):
+        RandCornerMaskd(["image", "label"], prob=1.0)({"image": cube, "label": torch.ones(1, 8, 12, 12)})
+    names = [type(t).__name__ for t in training_augmentation("standard", 2, 28, corner_mask=0.5)]
+    assert names == ["RandScaleCropd", "Resized", "RandAffined", "RandCornerMaskd", "RandScaleIntensityd",
+                     "RandScaleIntensityFixedMeand", "EnsureTyped"]  # after the geometric transforms
+    assert [type(t).__name__ for t in training_augmentation("none", 3, 28, corner_mask=1)] == [
+        "RandCornerMaskd", "EnsureTyped"]
+    assert training_augmentation("standard", 3, 28, corner_mask=0.25)[1].prob == 0.25
+    with pytest.raises(ValueError, match=r"--corner_mask\), got 1.5"):
+        training_augmentation("standard", 2, 28, corner_mask=1.5)
+
+
 @pytest.mark.parametrize("name", sorted(DIMS))
 @pytest.mark.parametrize("augmentation", ["none", "standard", "rotation"])
 def test_augmentation_is_in_training_only(name, augmentation):
     parser = _parser(name, augmentation=augmentation)
     train = parser.get_parsed_content("train#preprocessing").transforms
     deterministic = parser.get_parsed_content("train#deterministic_transforms")
-    expected = [type(t) for t in training_augmentation(augmentation, DIMS[name], 28)]
+    expected = [type(t) for t in training_augmentation(augmentation, DIMS[name], 28, corner_mask=parser["corner_mask"])]
     assert [type(t) for t in train] == [type(t) for t in deterministic] + expected
+    masked = _parser(name, augmentation=augmentation, corner_mask=0.75).get_parsed_content("train#preprocessing")
+    assert [t.prob for t in masked.transforms if isinstance(t, RandCornerMaskd)] == [0.75]
     validate = parser.get_parsed_content("validate#preprocessing").transforms
     assert [type(t) for t in validate] == [type(t) for t in deterministic]
     evaluation = _parser(name, "train.json", "evaluate.json", augmentation=augmentation)
