@@ -98,8 +98,9 @@ def rotate(
     plane: tuple[int, int] = (0, 1),
     mode: str = "bilinear",
     exact_quarter_turns: bool = True,
+    padding_mode: str = "zeros",
 ) -> torch.Tensor:
-    """Rotate a batch about the centre of its spatial grid, zero fill outside, size kept.
+    """Rotate a batch about the centre of its spatial grid, zero fill outside (by default), size kept.
 
     One ``F.affine_grid`` + ``F.grid_sample`` for the whole batch; it matches
     ``monai.transforms.Rotate(-math.radians(angle), padding_mode="zeros", mode=mode)`` image by image.
@@ -110,14 +111,18 @@ def rotate(
         plane: the two spatial axes (0-based, not counting batch and channel) spanning the rotation plane.
         mode: ``"bilinear"`` (trilinear for 3D) or ``"nearest"``.
         exact_quarter_turns: multiples of 90° (in a square plane for odd multiples) use ``torch.rot90``, exact.
+        padding_mode: what fills the corners that come from outside the grid, as ``F.grid_sample``'s: ``"zeros"``
+            (the rotated test sets), ``"border"`` or ``"reflection"`` (``benchmarks/corner_padding.py`` compares them).
 
     Returns:
         the rotated batch, same shape; floating dtype (integer input is converted to float32).
 
     Raises:
-        ValueError: for a batch without 2 or 3 spatial dims, an invalid plane or an unknown mode.
+        ValueError: for a batch without 2 or 3 spatial dims, an invalid plane, an unknown mode or padding mode.
     """
     _check_mode(mode)
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(f"padding_mode must be one of zeros, border, reflection, got {padding_mode!r}")
     spatial_dims = x.ndim - 2
     if spatial_dims not in (2, 3):
         raise ValueError(f"rotate expects a (B, C, *spatial) batch, 2 or 3 spatial dims; got shape {tuple(x.shape)}")
@@ -140,7 +145,7 @@ def rotate(
     theta = theta.to(device=x.device, dtype=x.dtype)[None]
     grid = F.affine_grid(theta, [1, 1, *x.shape[2:]], align_corners=False)
     grid = grid.expand(x.shape[0], *grid.shape[1:])
-    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
 def inscribed_mask(spatial_shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:

@@ -9,7 +9,7 @@ built from it (:mod:`.contract`), the clinical preprocessing of NIfTI files and 
 
 from __future__ import annotations
 
-from monai_sre.transforms.augmentation import AUGMENTATIONS, training_augmentation
+from monai_sre.transforms.augmentation import AUGMENTATIONS, RandCornerMaskd, training_augmentation
 from monai_sre.transforms.clinical import (
     ClinicalPreprocessingConfig,
     ConformImaged,
@@ -55,6 +55,7 @@ __all__ = [
     "GridSymmetry",
     "InputContract",
     "ModalityIntensityd",
+    "RandCornerMaskd",
     "ResizeToGridd",
     "SpacingGuardd",
     "StoredTypeNibabelReader",

@@ -164,14 +164,17 @@ def test_augmentation_is_in_training_only(name, augmentation):
 
 def test_default_augmentation_is_the_measured_choice():
     """``standard`` in both bundles: 2D since 0.5.0 (chosen on BreastMNIST, 3 seeds per recipe), 3D since 0.4.0
-    (AdrenalMNIST3D, seed 0 of each recipe). The defaults reach the training pipeline, and each bundle's metadata says
+    (AdrenalMNIST3D, seed 0 of each recipe); the corner mask at 0.5 in 2D since 0.8.0, 0 in 3D. The defaults reach the training pipeline, and each bundle's metadata says
     which version made the change (the current version is that one or a later one)."""
-    for name, default in (("sre_medmnist_2d", "standard"), ("sre_medmnist_3d", "standard")):
+    for name, default, corners in (("sre_medmnist_2d", "standard", 0.5), ("sre_medmnist_3d", "standard", 0.0)):
         parser = _parser(name)
-        assert parser["augmentation"] == default
+        assert parser["augmentation"] == default and parser["corner_mask"] == corners
         train = parser.get_parsed_content("train#preprocessing").transforms
-        expected = training_augmentation(default, DIMS[name], 28)
+        expected = training_augmentation(default, DIMS[name], 28, corner_mask=corners)
         assert [type(t) for t in train[len(train) - len(expected):]] == [type(t) for t in expected]
+    # the 2D corner mask: chosen on BreastMNIST 28, 3 seeds (benchmarks/README.md, "Zero-filled corners")
+    meta = json.loads((BUNDLES / "sre_medmnist_2d" / "configs" / "metadata.json").read_text())
+    assert "new setting --corner_mask 0.5" in meta["changelog"]["0.8.0"]
     for name, version in (("sre_medmnist_2d", "0.5.0"), ("sre_medmnist_3d", "0.4.0")):
         meta = json.loads((BUNDLES / name / "configs" / "metadata.json").read_text())
         assert "default augmentation 'standard'" in meta["changelog"][version]
