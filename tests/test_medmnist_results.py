@@ -46,7 +46,8 @@ def _record(flag="breastmnist", size=28, model="sre", seed=0, acc=0.8, disk=True
 def test_the_model_table_holds_the_comparison_and_recipe_variants():
     assert {"sre", "resnet", "resnet_rotation"} <= set(mr.MODELS) and set(mr.DEFAULT_MODELS) <= set(mr.MODELS)
     assert mr.MODELS["resnet_rotation"].model_type == "resnet"
-    assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation", "corner_mask": "0"}
+    assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation",
+                                                                         "corner_mask": "0"}
     assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {"augmentation": "standard",
                                                                       "gradient_fraction": "0", "corner_mask": "0"}
     # every model names its augmentation and corner mask, and every SRE model its gradient fraction: the bundles'

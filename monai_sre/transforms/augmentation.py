@@ -60,11 +60,13 @@ class RandCornerMaskd(RandomizableTransform, MapTransform):
     sides are straight edges at the rotation angle, largest at 45°. The rotated test sets fill them so
     (:mod:`monai_sre.evaluation.rotated_sets`), and so does any resampled clinical image; a network that never saw such
     corners in training can change its answer for them although it is invariant to the rotation itself. Measured
-    (issue 14, BreastMNIST 28, the three SRE-ResNet-18 models of the 2D recipe with ``gradient_fraction`` 0.5): turned by
-    30-60° with zero fill, seed 2's ACC fell from 0.801 to 0.731-0.782; the same rotations with MONAI's ``border`` or
-    ``reflection`` padding gave 0.808-0.814 at every angle: the drop was the corners, neither the orientation nor the
-    blur. The mask is the rotation of an all-ones image with the evaluation's interpolation and zero fill (MONAI's
-    :class:`~monai.transforms.Rotate`), so its edges are the soft edges of a real turn; the image is multiplied by it.
+    (issue 14, BreastMNIST 28, SRE-ResNet-18 of the 2D recipe with ``gradient_fraction`` 0.5, seed 2): turned by 30-60°
+    with zero fill, its ACC fell from 0.801 to 0.731-0.782; the same rotations with MONAI's ``border`` or ``reflection``
+    padding gave 0.808-0.814 at every angle: the drop was the corners, neither the orientation nor the blur. With
+    probability 0.5 (the 2D bundle's default since 0.8.0; 3 seeds) the worst-angle drop of the standard recipe fell
+    from 3.0 +- 1.0 to 1.3 +- 0.6 points (benchmarks/README.md, "Zero-filled corners"). The mask is the rotation of an
+    all-ones image with the evaluation's interpolation and zero fill (MONAI's :class:`~monai.transforms.Rotate`), so
+    its edges are the soft edges of a real turn; the image is multiplied by it.
 
     The angle is uniform in [0°, 90°): a quarter turn maps a square grid onto itself, so these are all the masks of a
     square image (on an oblong grid the edges still take every direction). In 3D the turn is about one axis drawn at
@@ -97,7 +99,9 @@ class RandCornerMaskd(RandomizableTransform, MapTransform):
         """The current draw's mask, ``(1, *spatial_shape)`` float32 in [0, 1] (0 in the empty corners)."""
         dims = len(spatial_shape)
         if dims not in (2, 3):
-            raise ValueError(f"RandCornerMaskd expects an image with 2 or 3 spatial axes, got shape {tuple(spatial_shape)}")
+            raise ValueError(
+                f"RandCornerMaskd expects an image with 2 or 3 spatial axes, got spatial shape {tuple(spatial_shape)}"
+            )
         angle: float | tuple[float, ...] = self.angle
         if dims == 3:
             angle = tuple(self.angle if axis == self.axis else 0.0 for axis in range(3))
@@ -184,7 +188,9 @@ def training_augmentation(
     if int(image_size) < 1:
         raise ValueError(f"augmentation needs a positive image_size, got {image_size!r}.")
     if isinstance(corner_mask, bool) or not isinstance(corner_mask, (int, float)) or not 0 <= corner_mask <= 1:
-        raise ValueError(f"corner_mask must be a probability from 0 to 1 (bundle override --corner_mask), got {corner_mask!r}.")
+        raise ValueError(
+            f"corner_mask must be a probability from 0 to 1 (bundle override --corner_mask), got {corner_mask!r}."
+        )
     keys = [keys] if isinstance(keys, str) else list(keys)
     geometric: list[MapTransform] = []
     intensity: list[MapTransform] = []

@@ -128,7 +128,8 @@ def test_corner_mask_probability_3d_and_placement():
             masked += 1
             # a turn about one axis: the mask is the same on every slice across that axis
             image = out["image"]
-            constant = [bool(torch.allclose(image, image.narrow(a, 0, 1).expand_as(cube), atol=1e-5)) for a in (1, 2, 3)]
+            constant = [bool(torch.allclose(image, image.narrow(a, 0, 1).expand_as(cube), atol=1e-5))
+                        for a in (1, 2, 3)]
             assert sum(constant) == 1 and constant.index(True) == mask.axis
     assert 18 <= masked <= 42  # prob 0.5 of 60
     with pytest.raises(ValueError, match="same grid"):
@@ -164,8 +165,9 @@ def test_augmentation_is_in_training_only(name, augmentation):
 
 def test_default_augmentation_is_the_measured_choice():
     """``standard`` in both bundles: 2D since 0.5.0 (chosen on BreastMNIST, 3 seeds per recipe), 3D since 0.4.0
-    (AdrenalMNIST3D, seed 0 of each recipe); the corner mask at 0.5 in 2D since 0.8.0, 0 in 3D. The defaults reach the training pipeline, and each bundle's metadata says
-    which version made the change (the current version is that one or a later one)."""
+    (AdrenalMNIST3D, seed 0 of each recipe); the corner mask at 0.5 in 2D since 0.8.0, 0 in 3D. The defaults reach the
+    training pipeline, and each bundle's metadata says which version made the change (the current version is that one
+    or a later one)."""
     for name, default, corners in (("sre_medmnist_2d", "standard", 0.5), ("sre_medmnist_3d", "standard", 0.0)):
         parser = _parser(name)
         assert parser["augmentation"] == default and parser["corner_mask"] == corners

@@ -104,7 +104,8 @@ def test_batched_rotation_matches_monai_rotate_2d():
     assert ones[0, 0, 0, 0] == 0 and ones[0, 0, 14, 14] == pytest.approx(1.0)
     # other fills, as MONAI's: "border" repeats the edge (a constant image stays constant), "reflection" mirrors it
     for padding in ("border", "reflection"):
-        torch.testing.assert_close(rotate(torch.ones(1, 1, 28, 28), 45.0, padding_mode=padding), torch.ones(1, 1, 28, 28))
+        ones = torch.ones(1, 1, 28, 28)
+        torch.testing.assert_close(rotate(ones, 45.0, padding_mode=padding), ones)
         ref = torch.stack([Rotate(-math.radians(37.0), padding_mode=padding)(img) for img in x])
         torch.testing.assert_close(rotate(x, 37.0, padding_mode=padding), ref.as_tensor(), atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="padding_mode must be one of zeros, border, reflection, got 'wrap'"):
