@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -78,24 +79,39 @@ def train(args: argparse.Namespace) -> None:
                        cwd=run, stdout=log, stderr=subprocess.STDOUT, check=True)  # fmt: skip
 
 
-def table(args: argparse.Namespace) -> None:
+def run_split(run: Path, split: str = "validation") -> tuple[Any, Any, Any]:
+    """A run folder's bundle config (``configs/train.json`` with its ``overrides.json``, as its training command parsed
+    them) and one split of its datalist through the bundle's preprocessing: ``(parser, images, labels)``.
+
+    ``train`` and ``benchmarks/medmnist_results.py`` write run folders of this layout; ``split`` is the datalist key
+    (``"test"`` as ``evaluate.json`` sets it).
+    """
     import torch
     from fire.parser import DefaultParseValue
     from monai.bundle import ConfigParser
 
-    from monai_sre.evaluation import medmnist_acc, rotation_transforms, scores_from_logits
-    from monai_sre.io.checkpoints import load_weights
-
-    run = Path(args.run)
     overrides = json.loads((run / "overrides.json").read_text())
     parser = ConfigParser()
     parser.read_config(str(run / "configs" / "train.json"))
     # each value typed as `python -m monai.bundle run` typed it for training (fire's parser: "28" -> 28)
     parser.update({k[2:]: DefaultParseValue(v) for k, v in zip(overrides[::2], overrides[1::2], strict=True)})
+    parser["validate#data_list_key"] = split
     parser.get_parsed_content("initialize")  # checks the settings, exports the split if needed
     batches = list(parser.get_parsed_content("validate#dataloader"))
     x = torch.cat([torch.as_tensor(b["image"]).as_subclass(torch.Tensor) for b in batches])
-    y = torch.cat([torch.as_tensor(b["label"]).as_subclass(torch.Tensor) for b in batches]).numpy()
+    y = torch.cat([torch.as_tensor(b["label"]).as_subclass(torch.Tensor) for b in batches])
+    return parser, x, y
+
+
+def table(args: argparse.Namespace) -> None:
+    import torch
+
+    from monai_sre.evaluation import medmnist_acc, rotation_transforms, scores_from_logits
+    from monai_sre.io.checkpoints import load_weights
+
+    run = Path(args.run)
+    parser, x, y = run_split(run)
+    y = y.numpy()
     specs = [s for s in rotation_transforms(2, [0, 10, 45], include_flips=False, variants=("full", "control"))
              if s.name in TRANSFORMS]  # fmt: skip
     inputs = {s.name: s(x) for s in specs}

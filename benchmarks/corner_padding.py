@@ -27,26 +27,15 @@ import json
 from pathlib import Path
 
 import torch
+from checkpoint_selection import run_split  # this script's own folder
 
 PADDINGS = ("zeros", "border", "reflection")
 
 
 def _load(run: Path) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
-    from fire.parser import DefaultParseValue
-    from monai.bundle import ConfigParser
-
     from monai_sre.io.checkpoints import load_weights
 
-    overrides = json.loads((run / "overrides.json").read_text())
-    parser = ConfigParser()
-    parser.read_config(str(run / "configs" / "train.json"))
-    # each value typed as `python -m monai.bundle run` typed it (fire's parser: "28" -> 28)
-    parser.update({k[2:]: DefaultParseValue(v) for k, v in zip(overrides[::2], overrides[1::2], strict=True)})
-    parser["validate#data_list_key"] = "test"  # as evaluate.json does
-    parser.get_parsed_content("initialize")  # checks the settings; the split was exported by the run
-    batches = list(parser.get_parsed_content("validate#dataloader"))
-    x = torch.cat([torch.as_tensor(b["image"]).as_subclass(torch.Tensor) for b in batches])
-    y = torch.cat([torch.as_tensor(b["label"]).as_subclass(torch.Tensor) for b in batches])
+    parser, x, y = run_split(run, "test")  # the test split, as evaluate.json points the evaluator at it
     net = parser.get_parsed_content("network_def")
     load_weights(net, run / "runs" / "default" / "model.pt", contract=parser.get_parsed_content("input_contract"))
     return net.eval(), x, y, parser.get_parsed_content("task")

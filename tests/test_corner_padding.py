@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from fire.parser import DefaultParseValue
-from monai.bundle import ConfigParser
 
-from benchmarks import corner_padding as cp
 from monai_sre.evaluation.rotated_sets import rotate
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the script imports its sibling
+import corner_padding as cp  # noqa: E402
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "sre_medmnist_2d"
 N = 12  # test images exported (--max_samples)
@@ -28,10 +29,7 @@ def _run(tmp_path):
     overrides = ["--flag", "breastmnist", "--image_size", "28", "--model_type", "sre", "--seed", "0", "--dataset_dir",
                  str(tmp_path / "data"), "--max_samples", str(N), "--widen_factor", "0.0625", "--corner_mask", "0"]
     (run / "overrides.json").write_text(json.dumps(overrides))
-    parser = ConfigParser()
-    parser.read_config(str(run / "configs" / "train.json"))
-    parser.update({k[2:]: DefaultParseValue(v) for k, v in zip(overrides[::2], overrides[1::2])})
-    parser.get_parsed_content("initialize")  # exports the split, as the run did
+    parser, _, _ = cp.run_split(run, "test")  # exports the split, as the run did
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     (run / "runs" / "default").mkdir(parents=True)
