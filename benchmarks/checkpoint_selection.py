@@ -50,11 +50,12 @@ BUNDLE = REPO / "bundles" / "sre_medmnist_2d"
 #: The task of a ``val_epochs.json`` written before the task was stored in it (BreastMNIST only).
 DEFAULT_TASK = "binary-class"
 TRANSFORMS = ("rot_000", "rot_010", "rot_045", "rot_010_control", "rot_045_control")
-#: The extra config of ``train``: a handler that saves the network after every validation.
+#: The extra config of ``train``: a handler that saves the network the validator scored (the weight average with
+#: ``--ema_decay``) after every validation.
 SAVE_EVERY_EPOCH = {
     "+initialize": [
         "$@validate#evaluator.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED, lambda e: ("
-        "os.makedirs(@ckpt_dir, exist_ok=True), torch.save({'model': @network.state_dict(), "
+        "os.makedirs(@ckpt_dir, exist_ok=True), torch.save({'model': @train#weight_average.network.state_dict(), "
         "'input_contract': @input_contract.state_dict()}, os.path.join(@ckpt_dir, 'epoch_%03d.pt' % e.state.epoch))))"
     ]
 }
@@ -165,8 +166,8 @@ def rules(args: argparse.Namespace) -> None:
     data = json.loads((Path(args.run) / "val_epochs.json").read_text())
     y, task = np.asarray(data["labels"]), data.get("task", DEFAULT_TASK)
     epochs = {int(e): {n: np.asarray(v) for n, v in s.items()} for e, s in data["epochs"].items()}
-    print(f"{args.run}: {len(epochs)} epochs; validation ACC of the kept epoch, upright / 10° / 45° / 10° and back / "
-          "45° and back; its upright validation AUC")  # fmt: skip
+    print(f"{args.run}: {len(epochs)} epochs; validation ACC of the kept epoch, upright / 10° / 45° / "
+          "10° and back / 45° and back; its upright validation AUC")
     for name, rule in selection_rules(task).items():
         epoch = max(epochs) if rule is None else pick({e: rule(y, s) for e, s in epochs.items()})
         s = epochs[epoch]

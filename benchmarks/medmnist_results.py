@@ -65,32 +65,38 @@ class Model(NamedTuple):
     label: str
 
 
-_PAPER = ("--augmentation", "standard", "--optimizer", "sgd", "--learning_rate", "0.02", "--weight_decay", "0.001",
-          "--lr_schedule", "cosine", "--batch_size", "128", "--gradient_fraction", "0", "--corner_mask", "0")
+def _spelt(augmentation: str, corner_mask: str = "0", ema_decay: str = "0", gradient_fraction: str | None = "0",
+           extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Overrides that spell out every training setting whose bundle default changed or may change (the augmentation
+    since 0.5.0, the corner mask since 0.8.0, the gradient fraction, the weight average), so that a record says what
+    it ran whatever the default becomes; ``gradient_fraction`` None for the dense ResNet, which has none."""
+    gradient = () if gradient_fraction is None else ("--gradient_fraction", gradient_fraction)
+    return ("--augmentation", augmentation, *gradient, "--corner_mask", corner_mask, "--ema_decay", ema_decay, *extra)
+
+
+_PAPER = ("--optimizer", "sgd", "--learning_rate", "0.02", "--weight_decay", "0.001", "--lr_schedule", "cosine",
+          "--batch_size", "128")
 #: Models of the comparison; adding a recipe variant is one entry (its overrides win over ``--set``).
 MODELS: dict[str, Model] = {
-    # augmentation, corner mask and gradient fraction spelt out: the bundles' defaults differ (2D standard since 0.5.0,
-    # a corner mask since 0.8.0) and may change again, and a record must say what it ran whatever the default becomes
-    "sre": Model("sre", ("--augmentation", "none", "--gradient_fraction", "0", "--corner_mask", "0"), "SRE-ResNet-18"),
-    "resnet": Model("resnet", ("--augmentation", "none", "--corner_mask", "0"), "ResNet-18 (MONAI)"),
-    "resnet_rotation": Model("resnet", ("--augmentation", "rotation", "--corner_mask", "0"),
-                             "ResNet-18 (MONAI), rotation aug."),
-    "sre_standard": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0", "--corner_mask", "0"),
-                          "SRE-ResNet-18, standard aug."),
+    "sre": Model("sre", _spelt("none"), "SRE-ResNet-18"),
+    "resnet": Model("resnet", _spelt("none", gradient_fraction=None), "ResNet-18 (MONAI)"),
+    "resnet_rotation": Model("resnet", _spelt("rotation", gradient_fraction=None), "ResNet-18 (MONAI), rotation aug."),
+    "sre_standard": Model("sre", _spelt("standard"), "SRE-ResNet-18, standard aug."),
     # the standard augmentation plus the zero-filled corners of a random turn, without the turn (RandCornerMaskd)
-    "sre_corners": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0", "--corner_mask", "0.5"),
-                         "SRE-ResNet-18, standard aug. + corner mask"),
+    "sre_corners": Model("sre", _spelt("standard", corner_mask="0.5"), "SRE-ResNet-18, standard aug. + corner mask"),
+    # the corner-mask recipe, validated and kept as an exponential average of the weights (WeightEMA)
+    "sre_ema": Model("sre", _spelt("standard", corner_mask="0.5", ema_decay="0.99"),
+                     "SRE-ResNet-18, standard aug. + corner mask, weight average 0.99"),
     # the rotation-augmented ResNet's recipe for SRE: does the invariant network gain from turned training images too?
-    "sre_rotation": Model("sre", ("--augmentation", "rotation", "--gradient_fraction", "0", "--corner_mask", "0"),
-                          "SRE-ResNet-18, rotation aug."),
+    "sre_rotation": Model("sre", _spelt("rotation"), "SRE-ResNet-18, rotation aug."),
     # half of the channels after every first SRE convolution carry their gradient norm (edges in any direction)
-    "sre_gradient": Model("sre", ("--augmentation", "standard", "--gradient_fraction", "0.5", "--corner_mask", "0"),
+    "sre_gradient": Model("sre", _spelt("standard", gradient_fraction="0.5"),
                           "SRE-ResNet-18, standard aug., gradient norm on half the channels"),
     # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
     # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled
-    "sre_paper": Model("sre", _PAPER + ("--band_scale", "rsqrt_taps"),
+    "sre_paper": Model("sre", _spelt("standard", extra=(*_PAPER, "--band_scale", "rsqrt_taps")),
                        "SRE-ResNet-18, paper recipe (SGD 2e-2, cosine, batch 128, standard aug.)"),
-    "sre_paper_unscaled": Model("sre", _PAPER + ("--band_scale", "none"),
+    "sre_paper_unscaled": Model("sre", _spelt("standard", extra=(*_PAPER, "--band_scale", "none")),
                                 "SRE-ResNet-18, paper recipe, band_scale none"),
 }
 DEFAULT_MODELS = ("sre", "resnet", "resnet_rotation")

@@ -47,29 +47,32 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     assert {"sre", "resnet", "resnet_rotation"} <= set(mr.MODELS) and set(mr.DEFAULT_MODELS) <= set(mr.MODELS)
     assert mr.MODELS["resnet_rotation"].model_type == "resnet"
     assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation",
-                                                                         "corner_mask": "0"}
-    assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {"augmentation": "standard",
-                                                                      "gradient_fraction": "0", "corner_mask": "0"}
-    # every model names its augmentation and corner mask, and every SRE model its gradient fraction: the bundles'
-    # defaults differ (2D and 3D) and may change again
+                                                                         "corner_mask": "0", "ema_decay": "0"}
+    assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {
+        "augmentation": "standard", "gradient_fraction": "0", "corner_mask": "0", "ema_decay": "0"}
+    # every model names its augmentation, corner mask and weight average, and every SRE model its gradient fraction:
+    # the bundles' defaults differ (2D and 3D) and may change again
     assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
         "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "sre_standard": "standard",
-        "sre_corners": "standard", "sre_rotation": "rotation", "sre_gradient": "standard", "sre_paper": "standard",
+        "sre_corners": "standard", "sre_ema": "standard", "sre_rotation": "rotation", "sre_gradient": "standard", "sre_paper": "standard",
         "sre_paper_unscaled": "standard"}
     assert {name: mr.parse_overrides(m.overrides).get("corner_mask") for name, m in mr.MODELS.items()} == {
-        **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5"}
+        **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5", "sre_ema": "0.5"}
+    assert {name: mr.parse_overrides(m.overrides).get("ema_decay") for name, m in mr.MODELS.items()} == {
+        **{name: "0" for name in mr.MODELS}, "sre_ema": "0.99"}
     assert {name: mr.parse_overrides(m.overrides).get("gradient_fraction") for name, m in mr.MODELS.items()
-            if m.model_type == "sre"} == {"sre": "0", "sre_standard": "0", "sre_corners": "0", "sre_rotation": "0",
-                                          "sre_gradient": "0.5", "sre_paper": "0", "sre_paper_unscaled": "0"}
+            if m.model_type == "sre"} == {"sre": "0", "sre_standard": "0", "sre_corners": "0", "sre_ema": "0",
+                                          "sre_rotation": "0", "sre_gradient": "0.5", "sre_paper": "0", "sre_paper_unscaled": "0"}
     paper = {"augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02", "weight_decay": "0.001",
-             "lr_schedule": "cosine", "batch_size": "128", "gradient_fraction": "0", "corner_mask": "0"}
+             "lr_schedule": "cosine", "batch_size": "128", "gradient_fraction": "0", "corner_mask": "0",
+             "ema_decay": "0"}
     assert mr.parse_overrides(mr.MODELS["sre_paper"].overrides) == {**paper, "band_scale": "rsqrt_taps"}
     assert mr.parse_overrides(mr.MODELS["sre_paper_unscaled"].overrides) == {**paper, "band_scale": "none"}
     models = mr.resolve_models(["resnet", "sre_sgd=sre_standard --optimizer sgd --learning_rate=0.02"])
     assert list(models) == ["resnet", "sre_sgd"]
     assert models["sre_sgd"].model_type == "sre"
     assert mr.parse_overrides(models["sre_sgd"].overrides) == {
-        "augmentation": "standard", "gradient_fraction": "0", "corner_mask": "0", "optimizer": "sgd",
+        "augmentation": "standard", "gradient_fraction": "0", "corner_mask": "0", "ema_decay": "0", "optimizer": "sgd",
         "learning_rate": "0.02"}
     for bad, match in ((["vit"], "unknown model 'vit'"), (["x=vit"], "base 'vit'"), (["a/b=sre"], "names a folder"),
                        (["sre", "sre"], "given twice"), (["x=sre --epochs"], "has no value")):
@@ -81,7 +84,7 @@ def test_overrides_merge_with_the_model_s_own_winning():
     merged = mr.merge_overrides(["--flag", "breastmnist", "--seed", "0"], ["--augmentation", "standard",
                                 "--epochs=20"], mr.MODELS["resnet_rotation"].overrides)
     assert merged == ["--flag", "breastmnist", "--seed", "0", "--augmentation", "rotation", "--epochs", "20",
-                      "--corner_mask", "0"]
+                      "--corner_mask", "0", "--ema_decay", "0"]
     with pytest.raises(ValueError, match="--set: expected '--key value' pairs, got 'epochs'"):
         mr.parse_overrides(["epochs", "3"], "--set")
 

@@ -68,10 +68,6 @@ def _fraction(value: Any) -> str | None:
     return None if _is_number(value) and 0 <= value <= 1 else "a number from 0 to 1"
 
 
-def _gradient_fraction(value: Any) -> str | None:
-    return None if _is_number(value) and 0 <= value < 1 else "a number from 0 to below 1, e.g. 0.5 (0: none)"
-
-
 def _integer(value: Any) -> str | None:
     return None if _is_int(value) else "an integer"
 
@@ -83,8 +79,11 @@ def _one_of(choices: tuple) -> Callable[[Any], str | None]:
     return check
 
 
-def _momentum(value: Any) -> str | None:
-    return None if _is_number(value) and 0 <= value < 1 else "a number from 0 to below 1, e.g. 0.9"
+def _below_one(example: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if _is_number(value) and 0 <= value < 1 else f"a number from 0 to below 1, {example}"
+
+    return check
 
 
 def _kernel_size(value: Any) -> str | None:
@@ -118,7 +117,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "arch": _one_of(ARCHS),
     "widen_factor": _positive_number,
     "kernel_size": _kernel_size,
-    "gradient_fraction": _gradient_fraction,
+    "gradient_fraction": _below_one("e.g. 0.5 (0: none)"),
     "epochs": _positive_int,
     "batch_size": _positive_int,
     "val_interval": _positive_int,
@@ -127,11 +126,12 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "learning_rate": _positive_number,
     "weight_decay": _non_negative_number,
     "optimizer": _one_of(OPTIMIZERS),
-    "momentum": _momentum,
+    "momentum": _below_one("e.g. 0.9"),
     "lr_schedule": _one_of(LR_SCHEDULES),
     "band_scale": _one_of(BAND_SCALES),
     "augmentation": _one_of(AUGMENTATIONS),
     "corner_mask": _fraction,
+    "ema_decay": _below_one("e.g. 0.99 (0: no weight average)"),
     "num_workers": _non_negative_int,
     "cache_rate": _fraction,
     "seed": _integer,

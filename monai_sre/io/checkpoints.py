@@ -7,8 +7,9 @@
 Two kinds of weight files exist:
 
 * **run checkpoints**, written by a bundle's training into its run folder (``runs/<run_name>/``): the best model
-  ``{"model": state_dict, "input_contract": {...}}`` and the full training state (``checkpoint_last.pt``,
-  ``model_final.pt``: model, optimizer, scheduler, engines and the contract);
+  ``{"model": state_dict, "input_contract": {...}}`` (with ``--ema_decay``, the weight average the validator scored)
+  and the full training state (``checkpoint_last.pt``, ``model_final.pt``: model, optimizer, scheduler, engines, the
+  weight average under ``"weight_average"``, empty without one, and the contract);
 * **shipped weights**, ``models/model.pt`` of a bundle: a flat state dict (what MONAI's ``CheckpointLoader`` and
   ``python -m monai.bundle ckpt_export`` read), whose SHA-256 and input contract ``configs/metadata.json`` records
   under ``shipped_weights``. Training never writes them; :func:`promote_checkpoint` (``monai-sre promote``) does.

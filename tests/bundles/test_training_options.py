@@ -2,7 +2,8 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The bundles' training options: ``augmentation``, ``optimizer``, ``lr_schedule``, ``val_angles`` (plain overrides)."""
+"""The bundles' training options: ``augmentation``, ``optimizer``, ``lr_schedule``, ``val_angles``, ``ema_decay`` (plain
+overrides)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 from monai.engines import default_prepare_batch
 from monai.transforms import Compose, RandAffined, RandFlipd, RandRotated, RandScaleCropd
@@ -20,7 +22,7 @@ from monai.transforms import Compose, RandAffined, RandFlipd, RandRotated, RandS
 from monai_sre.evaluation import RotatedCopies
 from monai_sre.evaluation.rotated_sets import rotate
 from monai_sre.layers import SREConv, band_scale
-from monai_sre.optim import build_lr_scheduler, build_optimizer
+from monai_sre.optim import WeightEMA, build_lr_scheduler, build_optimizer
 from monai_sre.transforms.augmentation import RandCornerMaskd, training_augmentation
 from tests.bundles.test_bundles import TINY, _bundle, _run
 
@@ -249,6 +251,94 @@ def test_schedules():
     assert lrs["step"] == pytest.approx([0.02] * 4 + [0.002] * 2 + [0.0002] * 2)
     cosine = [1e-6 + (0.02 - 1e-6) * (1 + math.cos(math.pi * e / 8)) / 2 for e in range(8)]
     assert lrs["cosine"] == pytest.approx(cosine)
+
+
+_EMA_BATCHES = [{"image": torch.randn(5, 3)} for _ in range(6)]
+
+
+def _ema_run(decay: float) -> tuple[torch.nn.Module, WeightEMA, list[dict[str, torch.Tensor]], Engine]:
+    """A Linear + BatchNorm network trained 6 SGD steps by an ignite engine with ``WeightEMA`` attached, then one
+    validation run; the network's state before the first step and after every step is recorded."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    average = WeightEMA(network, decay, loader=_EMA_BATCHES)
+    states = [{k: v.clone() for k, v in average.network.state_dict().items()}]
+    opt = torch.optim.SGD(network.parameters(), lr=0.5)
+
+    def step(engine, batch):
+        opt.zero_grad()
+        network(batch["image"]).pow(2).sum().backward()
+        opt.step()
+        states.append({k: v.detach().clone() for k, v in network.state_dict().items()})
+
+    trainer, validator = Engine(step), Engine(lambda engine, batch: None)
+    average.attach(trainer, validator)
+    trainer.run(_EMA_BATCHES, max_epochs=1)
+    validator.run([0], max_epochs=1)
+    return network, average, states, validator
+
+
+def test_weight_average_averages_the_weights_and_measures_batchnorm_statistics_before_validation():
+    network, average, (start, *states), _ = _ema_run(0.5)
+    assert average.network is not network and len(states) == 6
+    expected = {k: start[k].clone() for k in ("0.weight", "0.bias", "1.weight", "1.bias")}  # starts as the network
+    for state in states:
+        for k in expected:
+            expected[k] = 0.5 * expected[k] + 0.5 * state[k]
+    got = average.network.state_dict()
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(got["0.weight"], states[-1]["0.weight"])  # and not the last step's network
+    # the statistics: the mean over the loader's batches of each batch's mean and (unbiased) variance of the averaged
+    # weights' features, neither the network's running statistics nor an average of them
+    features = [batch["image"] @ expected["0.weight"].T + expected["0.bias"] for batch in _EMA_BATCHES]
+    torch.testing.assert_close(got["1.running_mean"], torch.stack([f.mean(0) for f in features]).mean(0))
+    torch.testing.assert_close(got["1.running_var"], torch.stack([f.var(0) for f in features]).mean(0))
+    assert not torch.allclose(got["1.running_mean"], states[-1]["1.running_mean"])
+    assert network[1].momentum == average.network[1].momentum == 0.1 and int(states[-1]["1.num_batches_tracked"]) == 6
+    assert average.state_dict().keys() == got.keys()
+    # a resumed run restores the copy from the checkpoint's state
+    other = WeightEMA(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)), 0.5)
+    other.load_state_dict(average.state_dict())
+    assert all(torch.equal(other.network.state_dict()[k], got[k]) for k in got)
+    with pytest.raises(ValueError, match=r"written without a weight average; resume with the --ema_decay"):
+        other.load_state_dict({})
+
+
+def test_weight_average_off_is_the_network_itself():
+    network, average, (start, *states), validator = _ema_run(0.0)
+    assert average.network is network and average.handler is None and average.state_dict() == {}
+    assert all(torch.equal(network.state_dict()[k], states[-1][k]) for k in states[-1])  # no statistics pass either
+    assert not validator.has_event_handler(average.measure_statistics, Events.STARTED)
+    average.load_state_dict({})
+    with pytest.raises(ValueError, match=r"written with a weight average; .* \(this run: 0.0\)"):
+        average.load_state_dict({"0.weight": torch.zeros(4, 3)})
+    for bad in (1.0, -0.1, True, "0.99"):
+        expected = r"\(bundle override --ema_decay\), got " + repr(bad).replace(".", r"\.")
+        with pytest.raises(ValueError, match=expected):
+            WeightEMA(network, bad)
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_ema_decay_reaches_the_validator_the_best_checkpoint_and_the_resumable_state(name, tmp_path):
+    """With ``--ema_decay`` the checkpoint is chosen on the averaged copy and model.pt holds it; off by default."""
+    default = _parser(name)
+    assert default["ema_decay"] == 0.0 and default.get_parsed_content("train_settings")["ema_decay"] == 0.0
+    for decay in (0.0, 0.99):
+        parser = _parser(name, ema_decay=decay, bundle_root=str(tmp_path), ckpt_dir=str(tmp_path / "runs"))
+        parser["validate#dataloader"] = parser["train#dataloader"] = []  # no data read: only the wiring is checked
+        network, average = parser.get_parsed_content("network"), parser.get_parsed_content("train#weight_average")
+        assert average.decay == decay and (average.network is network) == (decay == 0)
+        assert parser.get_parsed_content("validate#evaluator").network is average.network
+        assert parser.get_parsed_content("validate#best_model_saver").to_save["model"] is average.network
+        assert parser.get_parsed_content("train#checkpoint_state")["weight_average"] is average
+        assert parser.get_parsed_content("train#checkpoint_state")["model"] is network  # resume trains the network
+        # the evaluation scores the network its CheckpointLoader fills, never a copy made before the loading
+        evaluation = _parser(name, "train.json", "evaluate.json", ema_decay=decay, bundle_root=str(tmp_path))
+        evaluation["validate#dataloader"] = evaluation["train#dataloader"] = []
+        evaluation["eval_ckpt_path"] = str(tmp_path / "model.pt")  # not read: the loader runs when the evaluator does
+        evaluator = evaluation.get_parsed_content("validate#evaluator")
+        assert evaluator.network is evaluation.get_parsed_content("network")
 
 
 @pytest.mark.parametrize("override,value", [("augmentation", "rotate"), ("optimizer", "rmsprop"),

@@ -26,9 +26,10 @@ from tests.reliability.bundle_runs import (
     run_jobs,
     run_training,
 )
-from tests.reliability.conftest import EPOCHS
+from tests.reliability.conftest import EPOCHS, PAUSE_AT_ITERATION
 
-CHECKPOINT_KEYS = ["model", "optimizer", "lr_scheduler", "trainer", "validator", "best_model_saver", "input_contract"]
+CHECKPOINT_KEYS = ["model", "optimizer", "lr_scheduler", "trainer", "validator", "best_model_saver", "weight_average",
+                   "input_contract"]
 
 
 def test_checkpoints_hold_the_whole_training_state_and_load_with_weights_only(runs_2d):
@@ -37,7 +38,7 @@ def test_checkpoints_hold_the_whole_training_state_and_load_with_weights_only(ru
     ckpts = load_checkpoints(reference.bundle)
     assert sorted(ckpts) == ["checkpoint_last.pt", "model.pt", "model_final.pt"]
     last = ckpts["checkpoint_last.pt"]
-    assert list(last) == CHECKPOINT_KEYS
+    assert list(last) == CHECKPOINT_KEYS and last["weight_average"] == {}  # no weight average by default
     assert last["trainer"]["iteration"] == EPOCHS * 3 and last["trainer"]["epoch_length"] == 3
     validator = last["validator"]
     assert set(validator["metrics"]) == {"val_auc", "val_acc"}
@@ -137,3 +138,34 @@ def test_ddp_run_killed_mid_epoch_resumes_exactly(tmp_path):
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert_identical(got[name], expected[name], name)
+
+
+def test_weight_average_resumes_exactly_and_leaves_the_network_training_unchanged(tmp_path):
+    """``--ema_decay``: the averaged copy is in the resumable state and a killed run resumes it bit-exactly; the
+    network's own training (weights, optimizer) is bit-for-bit the run without the option."""
+    opts = ["--epochs", str(EPOCHS), *TINY["sre_medmnist_2d"]]
+    ema = [*opts, "--ema_decay", "0.5"]
+    bundles = {name: copy_bundle(tmp_path, "sre_medmnist_2d", name) for name in ("plain", "reference", "killed")}
+    runs = run_jobs({
+        "plain": Job(bundles["plain"], opts),
+        "reference": Job(bundles["reference"], ema),
+        "killed": Job(bundles["killed"], ema, {"pause_at_iteration": PAUSE_AT_ITERATION}),
+    })  # fmt: skip
+    assert runs["plain"].returncode == 0 and runs["reference"].returncode == 0, runs["reference"].output[-3000:]
+    assert runs["killed"].returncode == -9, runs["killed"].output[-3000:]
+    resumed = run_training(bundles["killed"], *ema, "--resume", "true")
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    assert resumed.epochs_trained() == [2, 3]
+    expected, got = load_checkpoints(bundles["reference"]), load_checkpoints(bundles["killed"])
+    assert sorted(got) == sorted(expected)
+    for name in expected:  # the averaged copy, with its measured BatchNorm statistics, too
+        assert_identical(got[name], expected[name], name)
+    final, plain = expected["model_final.pt"], load_checkpoints(bundles["plain"])["model_final.pt"]
+    assert plain["weight_average"] == {} and list(final["weight_average"]) == list(final["model"])
+    for key in ("model", "optimizer", "lr_scheduler", "trainer"):
+        assert_identical(final[key], plain[key], key)
+    average, network = final["weight_average"], final["model"]
+    assert not torch.equal(average["conv1.weight"], network["conv1.weight"])
+    assert not torch.equal(average["bn1.running_var"], network["bn1.running_var"])
+    if final["validator"]["best_metric_epoch"] == EPOCHS:  # the kept model is the copy the validator scored
+        assert_identical(expected["model.pt"]["model"], average, "model.pt")
