@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -147,8 +148,10 @@ def plot_robustness(
     """Plot ACC and AUC against rotation angle for every model: one curve per model (per axis in 3D), one row of
     panels per variant present (``full``, then ``disk`` and ``control``; see :mod:`~monai_sre.evaluation.rotated_sets`).
 
-    Colours tell models apart, line styles tell 3D axes apart. The 0° value is repeated at 360° to close the
-    turn. Flip and cube rows are not drawn (they are in the CSV and the summary).
+    Colours tell models apart (matplotlib's 10 default colours, or ``tab20``'s 20 for more models, so that no two
+    share one), line styles tell 3D axes apart; one legend below the panels names them, so it hides no curve (with
+    a legend in each panel, 11 models of the MedMNIST summary covered half of every AUC panel). The 0° value is
+    repeated at 360° to close the turn. Flip and cube rows are not drawn (they are in the CSV and the summary).
 
     Args:
         results: ``{model name: rows of evaluate_rotations}`` (rows without ``variant`` count as ``full``).
@@ -174,7 +177,7 @@ def plot_robustness(
     fig = Figure(figsize=(11, 0.6 + 3.8 * len(present)), layout="constrained")
     panels = fig.subplots(len(present), 2, squeeze=False)
     styles = {"": "-", "x": "-", "y": "--", "z": ":"}
-    colors = [f"C{i}" for i in range(10)]
+    colors = [f"C{i}" for i in range(10)] if len(results) <= 10 else [colormaps["tab20"](i) for i in range(20)]
     for (ax_acc, ax_auc), variant in zip(panels, present, strict=True):
         for i, (model_name, rows) in enumerate(results.items()):
             rot = [r for r in rows if r["kind"] == "angle" and r.get("variant", "full") == variant]
@@ -186,7 +189,8 @@ def plot_robustness(
                 label = model_name if not axis else f"{model_name}, about {axis}"
                 for ax, key in ((ax_acc, "acc"), (ax_auc, "auc")):
                     values = [np.nan if r[key] is None else r[key] for r in curve]
-                    ax.plot(angles, values, styles.get(axis, "-"), color=colors[i % 10], marker=".", label=label)
+                    ax.plot(angles, values, styles.get(axis, "-"), color=colors[i % len(colors)], marker=".",
+                            label=label)
         for ax, name in ((ax_acc, "ACC"), (ax_auc, "AUC")):
             ax.set_xlim(0, 360)
             ax.set_ylim(0, 1)
@@ -195,7 +199,9 @@ def plot_robustness(
             ax.set_ylabel(name)
             ax.set_title(f"{name}: {_PANEL_TITLES[variant]}")
             ax.grid(True, alpha=0.3)
-        ax_auc.legend(loc="best", fontsize="small")
+    handles, labels = panels[0][1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(labels) > 4 else len(labels),
+               fontsize="small")
     if title:
         fig.suptitle(title)
     if path is not None:

@@ -520,7 +520,11 @@ def test_plot_has_a_row_of_panels_per_variant(tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "ACC: rotated test set" and "disk" in titles[2] and "control" in titles[5]
     assert all(len(ax.get_lines()) == 2 for ax in fig.axes)
-    assert all(ax.get_legend() is not None for ax in fig.axes[1::2])  # each AUC panel names the models
+    # one legend below the panels names the models, so none covers a curve
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["sre", "resnet"]
+    many = plot_robustness({f"m{i}": rows[:3] for i in range(11)})  # more models than the 10 default colours
+    assert len({tuple(line.get_color()) for line in many.axes[0].get_lines()}) == 11
     assert list(fig.axes[2].get_lines()[1].get_ydata()) == pytest.approx([0.8, 0.7, 0.6, 0.8])
     width, height = _png_size(tmp_path / "plot.png")
     assert height > 2.5 * 300 and width >= 800
