@@ -124,13 +124,30 @@ def test_config_workflow_properties(tmp_path, name):
     assert [p.name for p in data.iterdir()] == [f"{'breastmnist' if '2d' in name else 'adrenalmnist3d'}_28_nifti"]
 
 
+def _metrics(bundle: Path) -> dict[str, float]:
+    rows = (bundle / "eval" / "metrics.csv").read_text().split("\n")
+    return {k: float(v) for k, v in (row.split(",") for row in rows if row)}
+
+
 def test_ddp_two_cpu_processes(tmp_path):
+    """Training and evaluation under torchrun with two CPU processes (gloo), as the model zoo's multi-GPU commands."""
     bundle = _bundle(tmp_path, "sre_medmnist_2d")
     _run(bundle, "run", "training", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
          *TINY["sre_medmnist_2d"], torchrun=True)
     state = torch.load(bundle / "runs" / "default" / "model.pt", weights_only=True)["model"]
     assert not any(k.startswith("module.") for k in state)  # saved unwrapped, loadable without DDP
     assert len(list((bundle / "runs" / "default").glob("model.pt"))) == 1
+    # the test set split over two ranks scores what one process scores (MetricsSaver, which gathers over the ranks,
+    # runs on every rank: on rank 0 alone it waited forever for rank 1)
+    _run(bundle, "run", "evaluating", "--config_file",
+         "['configs/train.json','configs/evaluate.json','configs/multi_gpu_evaluate.json']", *TINY["sre_medmnist_2d"],
+         torchrun=True)  # fmt: skip
+    two_ranks = _metrics(bundle)
+    assert not (bundle / "eval" / "rotation").exists()  # the multi-GPU evaluation leaves the rotation report out
+    _run(bundle, "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
+         *TINY["sre_medmnist_2d"], "--rotation_angles", "[0, 90]", "--rotation_variants", "['full']")
+    one = _metrics(bundle)
+    assert set(two_ranks) == {"test_auc", "test_acc"} and two_ranks == pytest.approx(one, abs=1e-6)
 
 
 BAD_OVERRIDES = [
