@@ -48,6 +48,11 @@ def _run(bundle: Path, *args: str, torchrun: bool = False) -> subprocess.Complet
     return proc
 
 
+def _metrics(bundle: Path) -> dict[str, float]:
+    rows = (bundle / "eval" / "metrics.csv").read_text().split("\n")
+    return {k: float(v) for k, v in (row.split(",") for row in rows if row)}
+
+
 def _read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -83,8 +88,8 @@ def test_train_evaluate_infer(tmp_path, name, image_format, n_transforms, eval_r
 
     proc = _run(bundle, "run", *eval_run, "--config_file", "['configs/train.json','configs/evaluate.json']", *opts)
     assert "evaluating the model trained in ./runs/default" in proc.stdout + proc.stderr  # and says so
-    metrics = dict(row.split(",") for row in (bundle / "eval" / "metrics.csv").read_text().split("\n") if row)
-    assert 0.0 <= float(metrics["test_auc"]) <= 1.0 and 0.0 <= float(metrics["test_acc"]) <= 1.0
+    metrics = _metrics(bundle)
+    assert 0.0 <= metrics["test_auc"] <= 1.0 and 0.0 <= metrics["test_acc"] <= 1.0
     rows = _read_csv(bundle / "eval" / "rotation" / "rotation_sre.csv")
     assert len(rows) == n_transforms
     assert all(0.0 <= float(r["acc"]) <= 1.0 for r in rows)
@@ -122,11 +127,6 @@ def test_config_workflow_properties(tmp_path, name):
         assert not wf.check_properties(), (config, wf.check_properties())
     # initialize is where the data is prepared, in dataset_dir (the input folder), and nowhere else
     assert [p.name for p in data.iterdir()] == [f"{'breastmnist' if '2d' in name else 'adrenalmnist3d'}_28_nifti"]
-
-
-def _metrics(bundle: Path) -> dict[str, float]:
-    rows = (bundle / "eval" / "metrics.csv").read_text().split("\n")
-    return {k: float(v) for k, v in (row.split(",") for row in rows if row)}
 
 
 def test_ddp_two_cpu_processes(tmp_path):
