@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from monai_sre.evaluation import summarize as summarize_report
-from monai_sre.evaluation import write_json
+from monai_sre.evaluation import read_metrics, write_json
 from monai_sre.io import files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -260,8 +260,7 @@ def _run_one(out: Path, flag: str, image_size: int, name: str, model: Model, see
         if proc.returncode != 0:
             record["error"] = f"{step} failed (exit {proc.returncode}); see {run_dir / (step + '.log')}"
             return record
-    metrics = dict(line.split(",") for line in (run_dir / "eval" / "metrics.csv").read_text().splitlines() if line)
-    record.update({k: float(v) for k, v in metrics.items()})
+    record.update(read_metrics(run_dir / "eval" / "metrics.csv"))
     record["train_epoch_seconds"] = epoch_seconds((run_dir / "training.log").read_text())
     rotation_dir = run_dir / "eval" / "rotation"
     record["rotation"] = json.loads((rotation_dir / "rotation_summary.json").read_text())["models"][model.model_type]

@@ -32,6 +32,7 @@ __all__ = [
     "CSV_FIELDS",
     "plot_robustness",
     "read_csv",
+    "read_metrics",
     "rows_from_csv",
     "run_rotation_evaluation",
     "write_csv",
@@ -79,6 +80,35 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     """
     with open(path, newline="") as f:
         return rows_from_csv(f, source=str(path))
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, float]:
+    """Read the ``metrics.csv`` that MONAI's ``MetricsSaver`` writes (one ``name,value`` line per metric, as the
+    bundles' evaluation leaves it in ``eval/``).
+
+    Args:
+        path: the ``metrics.csv`` file.
+
+    Returns:
+        metric name -> value, in file order.
+
+    Raises:
+        ValueError: naming ``path`` and the line, when a line is not ``name,value`` with a number as its value.
+        OSError: when the file cannot be read.
+    """
+    metrics: dict[str, float] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(",")
+        try:
+            if not sep or not name:
+                raise ValueError
+            metrics[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: expected 'name,value' with a number as the value (MONAI "
+                             f"MetricsSaver's metrics.csv), got {line!r}.") from None
+    return metrics
 
 
 def rows_from_csv(lines: Iterable[str], source: str = "rows") -> list[dict[str, Any]]:

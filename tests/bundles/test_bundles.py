@@ -20,6 +20,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from monai_sre.bundle import BundleSettingError
+from monai_sre.evaluation import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
@@ -49,8 +50,7 @@ def _run(bundle: Path, *args: str, torchrun: bool = False) -> subprocess.Complet
 
 
 def _metrics(bundle: Path) -> dict[str, float]:
-    rows = (bundle / "eval" / "metrics.csv").read_text().split("\n")
-    return {k: float(v) for k, v in (row.split(",") for row in rows if row)}
+    return read_metrics(bundle / "eval" / "metrics.csv")
 
 
 def _read_csv(path: Path) -> list[dict]:

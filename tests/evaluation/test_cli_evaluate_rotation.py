@@ -15,6 +15,7 @@ import torch
 
 from monai_sre.cli import main
 from monai_sre.data.medmnist import load_split
+from monai_sre.evaluation import read_metrics
 from tests.evaluation.bundle_checkpoints import SMALL, bundle_parser, expected_metrics, read_rows, save_checkpoint
 
 
@@ -79,9 +80,9 @@ def test_evaluate_rotation_equals_run_evaluating(bundle, tmp_path, data_root):
     cli_report = json.loads((tmp_path / "cli" / "rotation_summary.json").read_text())["models"]["sre"]
     bundle_report = json.loads((tmp_path / "eval" / "rotation" / "rotation_summary.json").read_text())["models"]["sre"]
     assert cli_report == bundle_report and {"disk", "control"} <= set(cli_report)
-    metrics = dict(line.split(",") for line in (tmp_path / "eval" / "metrics.csv").read_text().split("\n") if line)
-    assert float(metrics["test_acc"]) == pytest.approx(float(cli_rows[0]["acc"]), abs=1e-12)
-    assert float(metrics["test_auc"]) == pytest.approx(float(cli_rows[0]["auc"]), abs=1e-12)
+    metrics = read_metrics(tmp_path / "eval" / "metrics.csv")
+    assert metrics["test_acc"] == pytest.approx(float(cli_rows[0]["acc"]), abs=1e-12)
+    assert metrics["test_auc"] == pytest.approx(float(cli_rows[0]["auc"]), abs=1e-12)
 
 
 @pytest.mark.slow

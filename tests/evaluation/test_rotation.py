@@ -20,7 +20,7 @@ from monai.data import DataLoader
 from monai.transforms import Rotate
 from torch import nn
 
-from monai_sre.evaluation import read_csv, rows_from_csv
+from monai_sre.evaluation import read_csv, read_metrics, rows_from_csv
 from monai_sre.evaluation.rotation import (
     AXIS_PLANES,
     CSV_FIELDS,
@@ -529,3 +529,18 @@ def test_plot_has_a_row_of_panels_per_variant(tmp_path):
     width, height = _png_size(tmp_path / "plot.png")
     assert height > 2.5 * 300 and width >= 800
     assert len(plot_robustness({"sre": rows[:3]}).axes) == 2  # only the full rows: one row of panels
+
+
+def test_read_metrics_reads_monai_metrics_saver_files(tmp_path):
+    """The file MONAI's MetricsSaver writes reads back as name -> float; a malformed line names file and line."""
+    from monai.handlers.utils import write_metrics_reports
+
+    write_metrics_reports(tmp_path, None, {"test_auc": 0.8125, "test_acc": 0.75}, None, None)
+    assert read_metrics(tmp_path / "metrics.csv") == {"test_auc": 0.8125, "test_acc": 0.75}
+    assert list(read_metrics(tmp_path / "metrics.csv")) == ["test_auc", "test_acc"]
+    (tmp_path / "bad.csv").write_text("test_auc,0.8\ntest_acc,high\n")
+    with pytest.raises(ValueError, match=r"bad\.csv, line 2: expected 'name,value'"):
+        read_metrics(tmp_path / "bad.csv")
+    (tmp_path / "nocomma.csv").write_text("test_auc 0.8\n")
+    with pytest.raises(ValueError, match=r"nocomma\.csv, line 1"):
+        read_metrics(tmp_path / "nocomma.csv")
