@@ -92,6 +92,9 @@ MODELS: dict[str, Model] = {
     # half of the channels after every first SRE convolution carry their gradient norm (edges in any direction)
     "sre_gradient": Model("sre", _spelt("standard", gradient_fraction="0.5"),
                           "SRE-ResNet-18, standard aug., gradient norm on half the channels"),
+    # the same, validated and kept as the weight average (the 64-px remedy for a noisy kept checkpoint)
+    "sre_gradient_ema": Model("sre", _spelt("standard", ema_decay="0.99", gradient_fraction="0.5"),
+                              "SRE-ResNet-18, standard aug., gradient norm on half the channels, weight average 0.99"),
     # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
     # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled
     "sre_paper": Model("sre", _spelt("standard", extra=(*_PAPER, "--band_scale", "rsqrt_taps")),
