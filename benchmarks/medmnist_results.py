@@ -435,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help=f"keys of MODELS ({', '.join(MODELS)}) or NAME=BASE --key value ... (quoted)")
     parser.add_argument("--image-size", type=int, default=28, choices=[28, 64], help="MedMNIST image size")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="seeds to run; with --summarize-only, the seeds to tabulate (default: the protocol's 3)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs in parallel (each gets OMP_NUM_THREADS = cores // jobs unless OMP_NUM_THREADS is set)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per bundle command")
@@ -443,7 +444,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue an unfinished run (no record.json) from its last-epoch checkpoint instead of "
                              "starting it over (the bundle's --resume true; same overrides required)")
     parser.add_argument("--summarize-only", action="store_true",
-                        help="only tabulate and plot the runs already finished under --out")
+                        help="only tabulate and plot the runs already finished under --records (of --seeds and "
+                             "--datasets) into --out")
+    parser.add_argument("--records", type=Path, default=None,
+                        help="with --summarize-only: the results folder whose runs/ to read (default: --out)")
     parser.add_argument("--set", nargs=argparse.REMAINDER, default=[],
                         help="bundle overrides for every run, e.g. --set --epochs 100 --batch_size 128")
     args = parser.parse_args(argv)
@@ -455,10 +459,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     if args.summarize_only:
         # runs/<dataset>/<run>/record.json; the first version of this script wrote runs/<dataset>/<run>.json
-        paths = sorted(out.glob("runs/*/*/record.json")) + sorted(out.glob("runs/*/*.json"))
-        records = [json.loads(p.read_text()) for p in paths]
+        source = (args.records or args.out).resolve()
+        paths = sorted(source.glob("runs/*/*/record.json")) + sorted(source.glob("runs/*/*.json"))
+        # seeds beyond the protocol's (run to settle one comparison) stay out of the tables unless asked for
+        records = [r for r in (json.loads(p.read_text()) for p in paths)
+                   if r["seed"] in args.seeds and r["flag"] in args.datasets]
+        if not records:
+            parser.error(f"--summarize-only: no record of seeds {args.seeds} and datasets {args.datasets} under "
+                         f"{source / 'runs'}")
         for r in records:  # records of an older version of this script: epoch times from the log
-            log = out / "runs" / dataset_key(r["flag"], r.get("image_size", 28)) / f"{r['model']}_seed{r['seed']}"
+            log = source / "runs" / dataset_key(r["flag"], r.get("image_size", 28)) / f"{r['model']}_seed{r['seed']}"
             if "train_epoch_seconds" not in r and (log / "training.log").is_file():
                 r["train_epoch_seconds"] = epoch_seconds((log / "training.log").read_text())
             # the summary again from the run's own report rows: records before 2026-12-03 hold a summary whose means

@@ -178,6 +178,23 @@ def test_summarize_only_writes_table_json_and_plots(tmp_path, monkeypatch):
         assert (tmp_path / f"robustness_{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         mr.main(["--out", str(tmp_path), "--models", "vit"])
+    # a seed beyond the protocol's stays out of the default tables; --seeds and --records tabulate it elsewhere
+    extra = tmp_path / "runs" / "breastmnist" / "sre_seed3" / "record.json"
+    extra.parent.mkdir()
+    extra.write_text(json.dumps(_record(seed=3, acc=0.6)))
+    assert mr.main(["--out", str(tmp_path), "--summarize-only"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["table"]["breastmnist"]["sre"]["seeds"] == [0, 1]
+    assert mr.main(["--out", str(tmp_path / "breast"), "--records", str(tmp_path), "--summarize-only", "--datasets",
+                    "breastmnist"]) == 0
+    assert set(json.loads((tmp_path / "breast" / "results.json").read_text())["table"]) == {"breastmnist",
+                                                                                             "breastmnist_64"}
+    four = tmp_path / "four_seeds"
+    assert mr.main(["--out", str(four), "--records", str(tmp_path), "--summarize-only", "--seeds", "0", "1", "3"]) == 0
+    table = json.loads((four / "results.json").read_text())["table"]
+    assert table["breastmnist"]["sre"]["seeds"] == [0, 1, 3]
+    assert table["breastmnist"]["sre"]["rot_mean_acc"] == pytest.approx([0.8, 0.7, 0.6])
+    with pytest.raises(SystemExit):
+        mr.main(["--out", str(four), "--records", str(tmp_path), "--summarize-only", "--seeds", "7"])
 
 
 def test_a_run_that_timed_out_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
