@@ -474,8 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             # the summary again from the run's own report rows: records before 2026-12-03 hold a summary whose means
             # and worst angle counted the 0° rows (three of 12 in 3D, one per axis), today's leave them out
             r["rotation"] = summarize_report(_report_rows(r))
-        records.sort(key=lambda r: (args.datasets.index(r["flag"]) if r["flag"] in args.datasets else 99,
-                                    r.get("image_size", 28), r["seed"]))
+        records.sort(key=lambda r: (args.datasets.index(r["flag"]), r.get("image_size", 28), r["seed"]))
         table, summary = summarize(records)
         files.write_text(out / "results.md", table)
         write_json({"runs": len(records), "table": summary}, out / "results.json")
