@@ -81,6 +81,9 @@ MODELS: dict[str, Model] = {
     "sre": Model("sre", _spelt("none"), "SRE-ResNet-18"),
     "resnet": Model("resnet", _spelt("none", gradient_fraction=None), "ResNet-18 (MONAI)"),
     "resnet_rotation": Model("resnet", _spelt("rotation", gradient_fraction=None), "ResNet-18 (MONAI), rotation aug."),
+    # the dense ResNet with SRE's default recipe (standard aug. + corner mask): target 4's "same recipe" comparison
+    "resnet_corners": Model("resnet", _spelt("standard", corner_mask="0.5", gradient_fraction=None),
+                            "ResNet-18 (MONAI), standard aug. + corner mask"),
     "sre_standard": Model("sre", _spelt("standard"), "SRE-ResNet-18, standard aug."),
     # the standard augmentation plus the zero-filled corners of a random turn, without the turn (RandCornerMaskd)
     "sre_corners": Model("sre", _spelt("standard", corner_mask="0.5"), "SRE-ResNet-18, standard aug. + corner mask"),

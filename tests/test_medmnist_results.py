@@ -53,11 +53,12 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     # every model names its augmentation, corner mask and weight average, and every SRE model its gradient fraction:
     # the bundles' defaults differ (2D and 3D) and may change again
     assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
-        "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "sre_standard": "standard",
+        "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "resnet_corners": "standard",
+        "sre_standard": "standard",
         "sre_corners": "standard", "sre_ema": "standard", "sre_rotation": "rotation", "sre_gradient": "standard", "sre_paper": "standard",
         "sre_paper_unscaled": "standard", "sre_gradient_ema": "standard"}
     assert {name: mr.parse_overrides(m.overrides).get("corner_mask") for name, m in mr.MODELS.items()} == {
-        **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5", "sre_ema": "0.5"}
+        **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5", "sre_ema": "0.5", "resnet_corners": "0.5"}
     assert {name: mr.parse_overrides(m.overrides).get("ema_decay") for name, m in mr.MODELS.items()} == {
         **{name: "0" for name in mr.MODELS}, "sre_ema": "0.99", "sre_gradient_ema": "0.99"}
     assert {name: mr.parse_overrides(m.overrides).get("gradient_fraction") for name, m in mr.MODELS.items()
