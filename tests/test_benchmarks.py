@@ -349,3 +349,22 @@ def test_early_training_augmentation_switch_trains_on_the_bundles_augmented_imag
     assert rotated["train_loss"] != pytest.approx(plain["train_loss"], rel=1e-3)
     with pytest.raises(SystemExit):
         early_training.main(["--augmentation", "flip"])
+
+
+def test_step_profile_sorts_operators_and_computes_the_ceilings(monkeypatch):
+    monkeypatch.syspath_prepend(str(_BENCHMARKS))  # the script imports the suite from its own folder
+    import step_profile
+
+    assert [step_profile.classify(n) for n in ("aten::baddbmm_", "aten::mkldnn_convolution", "aten::add_")] == [
+        "products", "convolutions", "rest"]
+    sre = {"products": 50.0, "convolutions": 30.0, "rest": 20.0, "total": 100.0}
+    monai = {"products": 0.0, "convolutions": 140.0, "rest": 10.0, "total": 150.0}
+    assert step_profile.ceilings(sre, monai) == pytest.approx(
+        {"measured": 1.5, "convolutions free": 150 / 70, "products only": 3.0})
+    net = bench.build_network("monai_sre", 2, 3, 5, widen_factor=0.125)
+    shares = step_profile.profile_step(net, torch.randn(2, 3, 8, 8), torch.tensor([0, 4]), "train", steps=1)
+    assert set(shares) == {"products", "convolutions", "rest", "total"}
+    assert shares["total"] == pytest.approx(shares["products"] + shares["convolutions"] + shares["rest"])
+    assert min(shares.values()) >= 0 and shares["total"] > 0
+    with pytest.raises(SystemExit):
+        step_profile.main(["--steps", "0"])
