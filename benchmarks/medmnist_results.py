@@ -84,6 +84,8 @@ MODELS: dict[str, Model] = {
     # the dense ResNet with SRE's default recipe (standard aug. + corner mask): target 4's "same recipe" comparison
     "resnet_corners": Model("resnet", _spelt("standard", corner_mask="0.5", gradient_fraction=None),
                             "ResNet-18 (MONAI), standard aug. + corner mask"),
+    # the dense ResNet with SRE's 3D default recipe (standard aug., no corner mask): target 4's comparison in 3D
+    "resnet_standard": Model("resnet", _spelt("standard", gradient_fraction=None), "ResNet-18 (MONAI), standard aug."),
     "sre_standard": Model("sre", _spelt("standard"), "SRE-ResNet-18, standard aug."),
     # the standard augmentation plus the zero-filled corners of a random turn, without the turn (RandCornerMaskd)
     "sre_corners": Model("sre", _spelt("standard", corner_mask="0.5"), "SRE-ResNet-18, standard aug. + corner mask"),

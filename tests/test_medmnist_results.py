@@ -54,7 +54,7 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     # the bundles' defaults differ (2D and 3D) and may change again
     assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
         "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "resnet_corners": "standard",
-        "sre_standard": "standard",
+        "resnet_standard": "standard", "sre_standard": "standard",
         "sre_corners": "standard", "sre_ema": "standard", "sre_rotation": "rotation", "sre_gradient": "standard", "sre_paper": "standard",
         "sre_paper_unscaled": "standard", "sre_gradient_ema": "standard"}
     assert {name: mr.parse_overrides(m.overrides).get("corner_mask") for name, m in mr.MODELS.items()} == {
