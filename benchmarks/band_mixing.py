@@ -10,7 +10,9 @@ ring-decomposed inference, each checked against the dense path before it is time
 - ``one product``: all band sums from one grouped convolution (``groups=C``, one full-size 0/1 mask per band), stored
   as one ``(voxels, bands * C)`` matrix, then a single product with ``K = bands * C`` (what a fused kernel would
   feed its product);
-- ``1x1 convolutions``: the layer's band sums, each mixed by oneDNN's 1x1 convolution and added to the output.
+- ``1x1 convolutions``: the layer's band sums, each mixed by oneDNN's 1x1 convolution and added to the output;
+- ``C++ kernel``: the layer with ``path="cpp"`` (:mod:`~monai_sre.layers.ring_cpp`: disk sums of a tile of rows fed
+  into one product over all bands), where it can run (2D).
 
 The two variants run in the layer's batch chunks (:func:`~monai_sre.layers.ring_ops.batch_chunks`, 1 MiB per
 thread), so that only the way the band sums reach the product differs.
@@ -18,7 +20,9 @@ thread), so that only the way the band sums reach the product differs.
 Prints the median milliseconds of each variant and its ratio to ``layer`` (> 1: slower than the layer). Results and
 the machine they came from are in benchmarks/README.md.
 
-Usage: ``python benchmarks/band_mixing.py [--threads 2] [--repeats 20]``
+``--clock cpu`` times by the process's CPU time (steadier than wall-clock time on a shared machine with one thread).
+
+Usage: ``python benchmarks/band_mixing.py [--threads 2] [--repeats 20] [--clock wall|cpu]``
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -36,11 +41,11 @@ from suite import interleaved_medians  # this script's own folder
 
 __all__ = ["SHAPES", "variants", "compare", "main"]
 
-#: (spatial dims, batch, channels, size, kernel): SRE-ResNet-18's first two 2D stages and its first 3D stage, at one
+#: (spatial dims, batch, channels, size, kernel): SRE-ResNet-18's 2D stages and its first two 3D stages, at one
 #: batch chunk of the layer (1 MiB per thread) and at the network benchmark's CPU batch (32 in 2D, 4 in 3D).
 SHAPES: tuple[tuple[int, int, int, int, int], ...] = (
-    (2, 8, 64, 32, 9), (2, 32, 64, 32, 9), (2, 16, 128, 16, 9), (2, 32, 128, 16, 9), (3, 1, 64, 32, 5),
-    (3, 4, 64, 32, 5), (3, 4, 128, 16, 5),
+    (2, 8, 64, 32, 9), (2, 32, 64, 32, 9), (2, 16, 128, 16, 9), (2, 32, 128, 16, 9), (2, 32, 256, 8, 5),
+    (2, 32, 512, 4, 5), (3, 1, 64, 32, 5), (3, 4, 64, 32, 5), (3, 4, 128, 16, 5),
 )
 
 
@@ -89,16 +94,28 @@ def variants(conv: SREConv, x: torch.Tensor) -> dict[str, Callable[[], torch.Ten
             out = y if out is None else out.add_(y)
         return out
 
-    return {"layer": run_layer, "one product": lambda: chunked(one_product),
-            "1x1 convolutions": lambda: chunked(one_by_one)}
+    fns = {"layer": run_layer, "one product": lambda: chunked(one_product),
+           "1x1 convolutions": lambda: chunked(one_by_one)}
+    if conv.cpp_supported(x):
+        fused = copy.deepcopy(conv)
+        fused.path = "cpp"
+
+        def run_fused() -> torch.Tensor:
+            with torch.no_grad():
+                return fused(x)
+
+        fns["C++ kernel"] = run_fused
+    return fns
 
 
-def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: int = 20) -> list[dict]:
+def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: int = 20,
+            clock: str = "wall") -> list[dict]:
     """Check every variant against the dense path, then time it.
 
     Args:
         shapes: ``(spatial dims, batch, channels, size, kernel)`` of each layer (stride 1, 'same' padding).
         repeats: timed rounds (the median is reported).
+        clock: ``"wall"`` (wall-clock time) or ``"cpu"`` (the process's CPU time).
 
     Returns:
         one row per shape: ``dims, batch, channels, size, kernel``, ``ms`` (``{variant: median ms}``) and
@@ -123,7 +140,9 @@ def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: 
                 error = ((fn() - reference).abs().max() / reference.abs().max()).item()
                 row["error"][name] = error
                 assert error < 1e-4, f"{name} differs from the dense path by {error:.1e} at {row}"
-            row["ms"] = {name: 1000 * t for name, t in interleaved_medians(fns, repeats, warmups=3).items()}
+            timer = time.process_time if clock == "cpu" else time.perf_counter
+            medians = interleaved_medians(fns, repeats, warmups=3, clock=timer)
+            row["ms"] = {name: 1000 * t for name, t in medians.items()}
         rows.append(row)
     return rows
 
@@ -133,21 +152,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per variant, median reported (default 20)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall-clock time, or the process's CPU time (steadier with --threads 1 on a shared machine)")
     args = p.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:
         print(f"{p.prog}: error: --threads and --repeats must be >= 1", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    rows = compare(repeats=args.repeats)
-    names = list(rows[0]["ms"])
-    print(f"torch {torch.__version__}, {args.threads} threads, {torch.backends.cpu.get_cpu_capability()}; median ms "
-          f"(ratio to layer; > 1: slower)")
+    rows = compare(repeats=args.repeats, clock=args.clock)
+    names = list(dict.fromkeys(n for r in rows for n in r["ms"]))  # every variant, in order ("C++ kernel": 2D only)
+    print(f"torch {torch.__version__}, {args.threads} threads, {torch.backends.cpu.get_cpu_capability()}, "
+          f"{args.clock} clock; median ms (ratio to layer; > 1: slower)")
     print("| layer shape | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for r in rows:
         shape = f"{r['dims']}D {r['channels']}ch@{r['size']}, k={r['kernel']}, batch {r['batch']}"
         base = r["ms"]["layer"]
-        print(f"| {shape} | " + " | ".join(f"{r['ms'][n]:.1f} ({r['ms'][n] / base:.2f}x)" for n in names) + " |")
+        cells = [f"{r['ms'][n]:.1f} ({r['ms'][n] / base:.2f}x)" if n in r["ms"] else "–" for n in names]
+        print(f"| {shape} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -12,7 +12,10 @@ interleaves them round by round (a training step, then an inference, in each), s
 all three alike: MONAI's time is the same code in every round and shows how much the machine itself moved. Only
 ``monai_sre.networks.sre_resnet18`` is used from the base revision, so any revision that has it can be compared.
 
-Usage: ``python benchmarks/revision_ab.py --base REV [--dims 2 3] [--repeats 7] [--threads N]``
+``--clock cpu`` times each step by the worker's process CPU time (``time.process_time``) instead of wall-clock time:
+with ``--threads 1`` on a shared machine it leaves out the time other jobs hold the core, as in :mod:`ring_ab`.
+
+Usage: ``python benchmarks/revision_ab.py --base REV [--dims 2 3] [--repeats 7] [--threads N] [--clock wall|cpu]``
 """
 
 from __future__ import annotations
@@ -60,9 +63,9 @@ def extract_package(revision: str, dest: Path) -> Path:
     return dest
 
 
-def _worker(model: str, case: dict, threads: int) -> None:
+def _worker(model: str, case: dict, threads: int, clock: str = "wall") -> None:
     """Build one network for ``case`` (:func:`_case`), answer ``train`` / ``infer`` with the seconds of one step, one
-    line each, until EOF."""
+    line each, until EOF; ``clock`` ``"cpu"`` counts the process's CPU time instead of wall-clock time."""
     import torch
 
     torch.set_num_threads(threads)
@@ -93,11 +96,12 @@ def _worker(model: str, case: dict, threads: int) -> None:
             net(x)
 
     steps = {"train": train, "infer": infer}
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     print("ready", flush=True)
     for line in sys.stdin:
-        t0 = time.perf_counter()
+        t0 = timer()
         steps[line.strip()]()
-        print(time.perf_counter() - t0, flush=True)
+        print(timer() - t0, flush=True)
 
 
 def summarize(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
@@ -112,7 +116,9 @@ def summarize(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, f
     return out
 
 
-def _compare(case: dict, base_path: Path, repeats: int, threads: int) -> dict[str, dict[str, float]]:
+def _compare(
+    case: dict, base_path: Path, repeats: int, threads: int, clock: str = "wall"
+) -> dict[str, dict[str, float]]:
     def first_on_path(root: Path) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
@@ -120,7 +126,7 @@ def _compare(case: dict, base_path: Path, repeats: int, threads: int) -> dict[st
     workers = {
         name: subprocess.Popen(
             [sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre", "--case", json.dumps(case),
-             "--threads", str(threads)],
+             "--threads", str(threads), "--clock", clock],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir(),
         )
         for name, env in env_of.items()
@@ -159,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dims", type=int, nargs="+", choices=DIMS, default=list(DIMS))
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (medians are printed)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall-clock time, or each worker's process CPU time (steadier with --threads 1)")
     parser.add_argument("--worker", choices=["sre", "monai"], help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's network case, JSON
     args = parser.parse_args(argv)
@@ -166,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threads = args.threads or torch.get_num_threads()
     if args.worker:
-        _worker(args.worker, json.loads(args.case), threads)
+        _worker(args.worker, json.loads(args.case), threads, args.clock)
         return 0
     if not args.base:
         parser.error("--base is required")
@@ -178,10 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             parser.error(str(e))
         print(f"sre_resnet18 at {args.base} (base) against this checkout (current), MONAI resnet18 as control; "
-              f"{threads} threads, medians of {args.repeats} interleaved rounds")  # fmt: skip
+              f"{threads} threads, {args.clock} clock, medians of {args.repeats} interleaved rounds")  # fmt: skip
         for dims in args.dims:
             case = _case(dims)
-            result = _compare(case, base_path, args.repeats, threads)
+            result = _compare(case, base_path, args.repeats, threads, args.clock)
             print(f"{case['name']}, batch {case['batch']}:")
             for name, steps in result.items():
                 unit = "x" if "/" in name else " ms"

@@ -84,8 +84,10 @@ def test_layer_suite_rows_and_table():
         conv = SREConv(row["dims"], row["channels"], row["channels"], row["kernel"], bias=False)
         x = torch.randn(1, row["channels"], *([row["size"]] * row["dims"]))
         taken = type(conv(x).grad_fn).__name__
-        assert row["path"] == ("decomposed" if taken.startswith("RingDecomposedConv") else "dense"), taken
-    assert {r["path"] for r in rows} == {"dense", "decomposed"}
+        expected = {"RingDecomposedConv": "decomposed", "FusedRingConv": "cpp"}.get(taken.removesuffix("Backward"))
+        assert row["path"] == (expected or "dense"), taken
+    # 2D decomposed layers run on the C++ kernel, the 3D one on the decomposed path, the thin 3x3 one densely
+    assert [r["path"] for r in rows] == ["cpp", "cpp", "dense", "decomposed"]
     table = bench.layers_markdown(rows)
     lines = [line for line in table.splitlines() if line.startswith("| 2D 8ch@8^2, k=9")]
     assert len(lines) == 2  # training and inference
@@ -249,9 +251,11 @@ def test_band_mixing_variants_equal_the_dense_path_and_a_wrong_one_is_refused(mo
     monkeypatch.syspath_prepend(str(_BENCHMARKS))  # the script imports the suite from its own folder
     import band_mixing
 
-    rows = band_mixing.compare([(2, 2, 16, 8, 9), (3, 1, 8, 6, 5)], repeats=1)
+    rows = band_mixing.compare([(2, 2, 16, 8, 9), (3, 1, 8, 6, 5)], repeats=1, clock="cpu")
     assert [(r["dims"], r["kernel"]) for r in rows] == [(2, 9), (3, 5)]
-    assert all(set(r["ms"]) == set(r["error"]) == {"layer", "one product", "1x1 convolutions"} for r in rows)
+    variants = {"layer", "one product", "1x1 convolutions"}
+    assert set(rows[0]["ms"]) == set(rows[0]["error"]) == variants | {"C++ kernel"}  # the C++ path: 2D only
+    assert set(rows[1]["ms"]) == set(rows[1]["error"]) == variants
     assert all(e < 1e-4 for r in rows for e in r["error"].values())
     right = band_mixing.variants
 
@@ -287,6 +291,24 @@ def test_revision_ab_extracts_the_base_package_and_summarizes(tmp_path, monkeypa
     assert out["base"] == pytest.approx({"train": 200.0, "infer": 50.0})
     assert out["base / current"] == pytest.approx({"train": 2.0, "infer": 0.5})
     assert out["monai / current"] == pytest.approx({"train": 1.5, "infer": 1.0})
+
+
+@pytest.mark.parametrize("clock,expected", [("cpu", "7.0"), ("wall", "3.0")])
+def test_revision_ab_worker_times_steps_by_the_clock_asked_for(monkeypatch, capsys, clock, expected):
+    import io
+    import itertools
+
+    from benchmarks import revision_ab
+
+    case = {**revision_ab._case(2), "batch": 2, "size": 8, "widen_factor": 0.25}
+    # each clock answers its two readings (the step's start and end), then keeps the last
+    ticks = {"process_time": itertools.chain([10.0], itertools.repeat(17.0)),
+             "perf_counter": itertools.chain([1.0], itertools.repeat(4.0))}  # fmt: skip
+    monkeypatch.setattr(revision_ab.time, "process_time", lambda: next(ticks["process_time"]))
+    monkeypatch.setattr(revision_ab.time, "perf_counter", lambda: next(ticks["perf_counter"]))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("infer\n"))
+    revision_ab._worker("monai", case, 1, clock)
+    assert capsys.readouterr().out.split() == ["ready", expected]
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -12,13 +12,17 @@ Two execution paths give the same result (to float tolerance):
   (:mod:`monai_sre.layers.ring_ops`, which holds that operator, its backward and its cost model).
 - ``"triton"`` runs the same decomposition as fused Triton kernels on CUDA (:mod:`monai_sre.layers.ring_triton`):
   band sums of a tile formed in registers and fed into one tensor-core product over all bands; stride 1, groups 1.
+- ``"cpp"`` runs it as a fused C++ kernel on CPU (:mod:`monai_sre.layers.ring_cpp`, compiled on first use): disk
+  sums of a tile of rows from horizontal box sums, fed into one product over all bands; 2D, float32, stride 1,
+  groups 1, dilation 1, zero padding of the kernel radius.
 
 ``path="auto"`` (default) picks the fastest per layer. On CUDA it measures every available path the first time it
 meets an input (device, shape, memory format, dtype, autocast dtype and grad mode) and keeps the winner per layer;
 on CPU, where timings on shared cores are noisy and tests must be deterministic, it uses a cost model calibrated by
 measurement (:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd
-enabled) and inference. ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too, ``MONAI_SRE_AUTOTUNE=0`` never measures (the
-cost model on CPU, the dense path elsewhere). Under ``torch.compile`` nothing is measured: a choice measured before
+enabled) and inference, and runs a decomposed choice of a 2D layer with at most 640 bands x channels on the C++
+kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`). ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too,
+``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the dense path elsewhere). Under ``torch.compile`` nothing is measured: a choice measured before
 compiling is kept, otherwise the static one applies.
 
 Mixed precision: under ``torch.autocast`` every path computes in the autocast dtype (float16 or bfloat16) and
@@ -66,6 +70,7 @@ from monai_sre.layers.ring_ops import (
     time_call,
     triton_available,
 )
+from monai_sre.layers.ring_cpp import CPP_MAX_DEPTH, FusedRingConv, cpp_available, disk_widths
 from monai_sre.layers.rings import (
     OUTSIDE,
     normalize_kernel_size,
@@ -96,7 +101,7 @@ __all__ = [
 ]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-_PATHS = ("auto", "dense", "decomposed", "triton")
+_PATHS = ("auto", "dense", "decomposed", "triton", "cpp")
 #: Parameterisations of the band weights (``band_weight = weight * band_scale``): ``"none"`` stores the band weights
 #: themselves; ``"rsqrt_taps"`` stores them times ``sqrt(n_b)`` for a band of ``n_b`` taps (see :func:`band_scale`).
 BAND_SCALES = ("none", "rsqrt_taps")
@@ -244,7 +249,7 @@ class _SREConvNd(nn.Module):
 
     __constants__ = ["spatial_dims", "in_channels", "out_channels", "groups", "num_rings", "padding_mode", "path"]
     # An eager-only cache (dtype and device keys): TorchScript builds the band filters on the fly.
-    __jit_ignored_attributes__ = ("_band_filter_cache", "_tap_offset_cache", "_path_choice")
+    __jit_ignored_attributes__ = ("_band_filter_cache", "_tap_offset_cache", "_path_choice", "_disk_widths")
 
     def __init__(
         self,
@@ -320,6 +325,9 @@ class _SREConvNd(nn.Module):
         # the Triton kernels' tap offsets per (padding, device), and the measured path per input key (path="auto")
         self._tap_offset_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._path_choice: dict[tuple, str] = {}
+        # the C++ kernel's disk rows (2D square kernels whose disks are centred runs of columns), else None
+        self._disk_widths = disk_widths(index, self._bands) if spatial_dims == 2 and not transposed else None
+        self._cpp_pays_off = in_channels // groups * len(self._bands) <= CPP_MAX_DEPTH
         taps = band_taps(self._band_boxes)
         # The automatic choice, for inference and for training (forward+backward); both paths give the same result.
         costs = (in_channels, out_channels, groups, self.num_rings, math.prod(size))
@@ -445,7 +453,7 @@ class _SREConvNd(nn.Module):
                 # decomposition's depthwise filters and batched products, at every SRE-ResNet-18 layer shape.
                 return False
             return self._auto_decomposed_train if torch.is_grad_enabled() else self._auto_decomposed_eval
-        return self.path == "decomposed"
+        return self.path == "decomposed" or self.path == "cpp"
 
     @torch.jit.unused
     def triton_supported(self, x: torch.Tensor) -> bool:
@@ -458,16 +466,30 @@ class _SREConvNd(nn.Module):
         )  # fmt: skip
 
     @torch.jit.unused
+    def cpp_supported(self, x: torch.Tensor, padding: Sequence[int] | None = None) -> bool:
+        """Whether the C++ path can run on ``x``: a 2D layer with a square kernel, stride 1, dilation 1, groups 1,
+        zero padding of the kernel radius, a float32 CPU input outside CPU autocast, and the kernel built
+        (:func:`~monai_sre.layers.ring_cpp.cpp_available`, which compiles it on the first call)."""
+        padding = list(self.padding) if padding is None else list(padding)
+        return (
+            self._disk_widths is not None and self.groups == 1 and all(s == 1 for s in self.stride)
+            and all(d == 1 for d in self.dilation) and self.padding_mode == "zeros"
+            and padding == [k // 2 for k in self.kernel_size] and x.device.type == "cpu" and x.dtype == torch.float32
+            and autocast_dtype("cpu") is None and cpp_available()
+        )  # fmt: skip
+
+    @torch.jit.unused
     def select_path(self, x: torch.Tensor) -> str:
-        """The path a forward call on ``x`` runs now (with this layer's weight): ``"dense"``, ``"decomposed"`` or
-        ``"triton"``.
+        """The path a forward call on ``x`` runs now (with this layer's weight): ``"dense"``, ``"decomposed"``,
+        ``"triton"`` or ``"cpp"``.
 
         For ``path="auto"`` on a device where measuring is on (CUDA; :data:`AUTOTUNE_ENV`), the first call for an
         input key times every available path on ``x`` (forward, plus backward when autograd is on) and keeps the
         fastest for that key; otherwise the static choice (:meth:`use_decomposed`).
 
         Raises:
-            ValueError: for ``path="triton"`` where the Triton path cannot run (:meth:`triton_supported`).
+            ValueError: for ``path="triton"`` or ``"cpp"`` where that path cannot run (:meth:`triton_supported`,
+                :meth:`cpp_supported`).
         """
         x, padding = self._pad_input(x)
         return self._select_path(x, self.weight, self.bias, padding)
@@ -488,6 +510,14 @@ class _SREConvNd(nn.Module):
                 f"SREConv(path='triton') needs Triton, a CUDA input, stride 1, groups 1 and a float32/16 or bfloat16 "
                 f"input; got stride={self.stride}, groups={self.groups}, input {x.dtype} on {x.device}."
             )
+        if self.path == "cpp" and not self.cpp_supported(x, padding):
+            raise ValueError(
+                f"SREConv(path='cpp') needs a 2D layer with a square kernel, stride 1, dilation 1, groups 1, zero "
+                f"padding of the kernel radius, a float32 CPU input outside autocast and the built C++ kernel "
+                f"(MONAI_SRE_CPP not 0); got kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"dilation={self.dilation}, groups={self.groups}, padding={list(padding)} "
+                f"({self.padding_mode}), input {x.dtype} on {x.device}."
+            )
         if self.path != "auto":
             return self.path
         needs_grad = self._needs_grad(x, weight, bias)
@@ -496,7 +526,12 @@ class _SREConvNd(nn.Module):
         choice = self._path_choice.get(key)
         if choice is None:
             if not self._measures(x):
-                return "decomposed" if self.use_decomposed() else "dense"
+                if not self.use_decomposed():
+                    return "dense"
+                # the same decomposition, fused, where its one deep product pays (CPP_MAX_DEPTH); the compiler cannot
+                # trace into the C++ call
+                fused = self._cpp_pays_off and not torch.compiler.is_compiling() and self.cpp_supported(x, padding)
+                return "cpp" if fused else "decomposed"
             choice = self._path_choice[key] = self._measure_paths(x, weight, bias, padding, needs_grad)
         return choice
 
@@ -506,6 +541,7 @@ class _SREConvNd(nn.Module):
         """Time every available path on detached copies of the operands (forward, and backward when ``needs_grad``)
         and return the fastest; the layer's parameters and their gradients are untouched."""
         candidates = ["dense", "decomposed"] + (["triton"] if self.triton_supported(x) else [])
+        candidates += ["cpp"] if self.cpp_supported(x, padding) else []
         operands = [t.detach().requires_grad_(needs_grad and t.requires_grad) if t is not None else None
                     for t in (x, weight, bias)]  # fmt: skip
         wanted = [t for t in operands if t is not None and t.requires_grad]
@@ -597,6 +633,11 @@ class _SREConvNd(nn.Module):
         if dtype is not None:
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
+        if path == "cpp":
+            return FusedRingConv.apply(
+                channels_last(x), weight, bias, self._disk_widths, self._bands,
+                self._band_filters(weight.shape[0], x.dtype), self._band_paddings(padding), cpu_chunk_bytes(),
+            )
         if path == "triton":
             offsets, starts = self._tap_offsets(padding, x.device)
             out_spatial = [n + 2 * p - d * (k - 1) for n, p, d, k in zip(x.shape[2:], padding, dilation,
@@ -672,9 +713,10 @@ class SREConv(_SREConvNd):
         bias: add a learnable bias.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
         num_rings: number of distance bands; ``None`` gives ``max(k) // 2 + 1`` one-pixel rings.
-        path: ``"auto"`` (the fastest: measured on CUDA, the cost model's choice on CPU; for training and for
-            inference), ``"dense"``, ``"decomposed"`` or ``"triton"`` (CUDA, stride 1, groups 1) execution; all give
-            the same result to float tolerance.
+        path: ``"auto"`` (the fastest: measured on CUDA, the cost model's choice on CPU, run by the C++ kernel where
+            it can; for training and for inference), ``"dense"``, ``"decomposed"``, ``"triton"`` (CUDA, stride 1,
+            groups 1) or ``"cpp"`` (CPU, 2D, float32, stride 1, groups 1, dilation 1, zero "same" padding) execution;
+            all give the same result to float tolerance.
         device: device of the parameters.
         dtype: dtype of the parameters.
         band_scale: parameterisation of the band weights, one of :data:`BAND_SCALES`: ``"none"`` (the stored weight

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from monai_sre import SREConv
-from monai_sre.layers import sre_conv
+from monai_sre.layers import ring_cpp, sre_conv
 from monai_sre.layers.ring_ops import band_tap_offsets
 from monai_sre.layers.rings import ring_index
 
@@ -190,23 +190,26 @@ def test_auto_measures_the_paths_on_cuda(monkeypatch):
 
 # --------------------------------------------------------------------------------------- measured automatic choice
 class _FakeClock:
-    """Stands in for ``time_call``: the seconds of each path, and a log of what was timed."""
+    """Stands in for ``time_call``: the seconds of each path, and a log of what was timed (the candidates are timed
+    in the order of ``seconds``)."""
 
     def __init__(self, seconds: dict[str, float]) -> None:
         self.seconds, self.calls = seconds, []
 
     def __call__(self, fn, device, repeats: int = 3) -> float:
         fn()  # the candidate really runs (and must work)
-        path = ("dense", "decomposed", "triton")[len(self.calls) % len(self.seconds)]
+        path = list(self.seconds)[len(self.calls) % len(self.seconds)]
         self.calls.append(path)
         return self.seconds[path]
 
 
-@pytest.mark.parametrize("fastest", ["dense", "decomposed"])
+@pytest.mark.parametrize("fastest", ["dense", "decomposed", "cpp"])
 def test_auto_takes_the_measured_fastest_path_once_per_input_key(monkeypatch, fastest):
     monkeypatch.setenv(sre_conv.AUTOTUNE_ENV, "1")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    clock = _FakeClock({"dense": 2.0, "decomposed": 3.0} if fastest == "dense" else {"dense": 3.0, "decomposed": 1.0})
+    monkeypatch.delenv(ring_cpp.CPP_ENV, raising=False)
+    # on CPU the candidates are the dense, the decomposed and the C++ path
+    clock = _FakeClock({path: 1.0 if path == fastest else 2.0 for path in ("dense", "decomposed", "cpp")})
     monkeypatch.setattr(sre_conv, "time_call", clock)
     torch.manual_seed(3)
     conv = SREConv(2, 8, 8, 5)
@@ -214,17 +217,17 @@ def test_auto_takes_the_measured_fastest_path_once_per_input_key(monkeypatch, fa
     dense.path = "dense"
     x = torch.randn(2, 8, 9, 9, requires_grad=True)
     y = conv(x)
-    assert clock.calls == ["dense", "decomposed"]
+    assert clock.calls == ["dense", "decomposed", "cpp"]
     assert conv.select_path(x) == fastest
     assert conv.weight.grad is None  # measuring touched no parameter gradient
     torch.testing.assert_close(y, dense(x))
     conv(x)
-    assert len(clock.calls) == 2  # the choice is kept for this key
+    assert len(clock.calls) == 3  # the choice is kept for this key
     with torch.no_grad():
         conv(x)  # inference is another key: measured again
-    assert len(clock.calls) == 4
-    conv(x[:1])  # another shape too
     assert len(clock.calls) == 6
+    conv(x[:1])  # another shape too
+    assert len(clock.calls) == 9
 
 
 def test_auto_without_measuring_uses_the_static_choice(monkeypatch):
@@ -235,7 +238,10 @@ def test_auto_without_measuring_uses_the_static_choice(monkeypatch):
     conv = SREConv(2, 64, 64, 9)
     x = torch.randn(1, 64, 8, 8)
     monkeypatch.delenv(sre_conv.AUTOTUNE_ENV, raising=False)
-    assert conv.select_path(x) == "decomposed"  # CPU: the cost model, deterministic
+    monkeypatch.delenv(ring_cpp.CPP_ENV, raising=False)
+    assert conv.select_path(x) == "cpp"  # CPU: the cost model's decomposition, on the C++ kernel (depth 5 * 64)
     monkeypatch.setenv(sre_conv.AUTOTUNE_ENV, "0")
+    assert conv.select_path(x) == "cpp"
+    monkeypatch.setenv(ring_cpp.CPP_ENV, "0")
     assert conv.select_path(x) == "decomposed"
     assert SREConv(2, 1, 8, 3).select_path(torch.randn(1, 1, 8, 8)) == "dense"

@@ -1,0 +1,166 @@
+# Copyright (c) monai_sre contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The fused C++ path on CPU (monai_sre.layers.ring_cpp): equal to the dense path in value and gradients, chosen by
+``path="auto"`` where it pays, refused with a clear error where it cannot run, and a failed build falls back."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from monai_sre import SREConv
+from monai_sre.layers import ring_cpp
+from monai_sre.layers.rings import ring_index
+from monai_sre.networks import sre_resnet18
+
+
+@pytest.fixture(autouse=True)
+def _cpp_on(monkeypatch):
+    monkeypatch.delenv(ring_cpp.CPP_ENV, raising=False)
+    assert ring_cpp.cpp_available(), "the C++ kernel must build on the test machines (a compiler and ninja)"
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want.double()).abs().max() / want.double().abs().max())
+
+
+# (in, out, size, kernel, batch, bias, num_rings): the one-voxel rings of k = 3, 5, 7, 9 (compile-time disk tables),
+# channels that are no multiple of 16, a kernel larger than the image, fewer rings than radii (the runtime table)
+GEOMETRIES = [
+    (16, 32, 12, 9, 2, True, None),
+    (3, 20, 9, 5, 3, False, None),
+    (37, 19, 7, 3, 2, True, None),
+    (64, 64, 16, 7, 2, True, None),
+    (8, 8, 5, 9, 1, False, None),
+    (24, 16, 11, 9, 2, True, 3),
+    (5, 7, 6, 11, 2, False, None),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_cpp_path_equals_the_dense_path_with_all_gradients(geometry):
+    cin, cout, size, k, batch, bias, rings = geometry
+    torch.manual_seed(0)
+    reference = SREConv(2, cin, cout, k, bias=bias, num_rings=rings, path="dense").double()
+    with torch.no_grad():
+        reference.weight.normal_()
+        if bias:
+            reference.bias.normal_()
+    x = torch.randn(batch, cin, size, size, dtype=torch.float64, requires_grad=True)
+    y = reference(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    want = [y.detach(), x.grad, reference.weight.grad] + ([reference.bias.grad] if bias else [])
+
+    conv = copy.deepcopy(reference).float()
+    conv.path = "cpp"
+    conv.zero_grad(set_to_none=True)
+    xf = x.detach().float().requires_grad_()
+    assert conv.select_path(xf) == "cpp"
+    out = conv(xf)
+    out.backward(g.float())
+    got = [out.detach(), xf.grad, conv.weight.grad] + ([conv.bias.grad] if bias else [])
+    for name, a, b in zip(["output", "input grad", "weight grad", "bias grad"], got, want):
+        assert a.shape == b.shape, name
+        assert _relative_error(a, b) < 2e-6, name
+    # a tensor of its own in channels-last storage (a residual add may update it in place)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out._base is None
+
+
+def test_cpp_path_is_the_same_at_one_and_two_threads():
+    torch.manual_seed(1)
+    conv = SREConv(2, 32, 48, 9, path="cpp").eval()
+    x = torch.randn(5, 32, 13, 17)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = conv(x)
+        torch.set_num_threads(2)
+        two = conv(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)  # every tile is summed and multiplied alone: bitwise the same
+
+
+def test_cpp_network_keeps_exact_quarter_turn_invariance():
+    torch.manual_seed(2)
+    net = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.25).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        paths = {m.select_path(torch.zeros(1, m.in_channels, 28, 28)) for m in net.modules() if isinstance(m, SREConv)}
+        assert "cpp" in paths
+        logits = net(x)
+        for turns in (1, 2, 3):
+            torch.testing.assert_close(net(torch.rot90(x, turns, (2, 3))), logits, rtol=0, atol=2e-5)
+
+
+def test_disk_widths_of_the_default_9x9_map_and_maps_it_refuses():
+    index = ring_index(9, 2)
+    widths = ring_cpp.disk_widths(index, list(range(5)))
+    assert widths.tolist() == [
+        [-1, -1, -1, -1, 0, -1, -1, -1, -1],
+        [-1, -1, -1, 1, 1, 1, -1, -1, -1],
+        [-1, -1, 1, 2, 2, 2, 1, -1, -1],
+        [-1, 1, 2, 3, 3, 3, 2, 1, -1],
+        [2, 3, 4, 4, 4, 4, 4, 3, 2],
+    ]
+    # every disk row is the centred run |dx| <= w: the taps of bands 0..b in that row
+    for b in range(5):
+        for row in range(9):
+            taps = ((index[row] >= 0) & (index[row] <= b)).nonzero().flatten() - 4
+            assert widths[b, row] == (int(taps.max()) if len(taps) else -1)
+    assert ring_cpp.disk_widths(index[:, :7], list(range(5))) is None  # not square
+    holed = index.clone()
+    holed[4, 3] = -1  # a hole inside a row: not a centred run
+    assert ring_cpp.disk_widths(holed, list(range(5))) is None
+
+
+def test_auto_takes_the_cpp_path_where_it_pays_and_the_decomposed_path_elsewhere(monkeypatch):
+    x64 = torch.randn(1, 64, 16, 16)
+    assert SREConv(2, 64, 64, 9).select_path(x64) == "cpp"  # depth 5 * 64 = 320
+    assert SREConv(2, 128, 128, 9).select_path(torch.randn(1, 128, 8, 8)) == "cpp"  # 640
+    assert SREConv(2, 256, 256, 5).select_path(torch.randn(1, 256, 8, 8)) == "decomposed"  # 768: one band at a time
+    assert SREConv(3, 32, 32, 5).select_path(torch.randn(1, 32, 8, 8, 8)) == "decomposed"  # 2D only
+    assert SREConv(2, 64, 64, 9).double().select_path(x64.double()) == "decomposed"  # float32 only
+    assert SREConv(2, 64, 64, 9, stride=2).select_path(x64) != "cpp"
+    assert SREConv(2, 64, 64, 9, padding_mode="reflect").select_path(x64) != "cpp"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert SREConv(2, 64, 64, 9).select_path(x64) == "decomposed"
+    monkeypatch.setenv(ring_cpp.CPP_ENV, "0")
+    assert SREConv(2, 64, 64, 9).select_path(x64) == "decomposed"
+
+
+def test_cpp_path_where_it_cannot_run_names_the_reason(monkeypatch):
+    with pytest.raises(ValueError, match=r"path='cpp'.*stride=\(2, 2\)"):
+        SREConv(2, 8, 8, 5, stride=2, path="cpp")(torch.randn(1, 8, 9, 9))
+    with pytest.raises(ValueError, match=r"path='cpp'.*torch.float64"):
+        SREConv(2, 8, 8, 5, path="cpp").double()(torch.randn(1, 8, 9, 9, dtype=torch.float64))
+    monkeypatch.setenv(ring_cpp.CPP_ENV, "0")
+    with pytest.raises(ValueError, match="MONAI_SRE_CPP"):
+        SREConv(2, 8, 8, 5, path="cpp")(torch.randn(1, 8, 9, 9))
+
+
+def test_a_failed_build_warns_once_and_keeps_the_decomposed_path(monkeypatch):
+    import torch.utils.cpp_extension as cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(ring_cpp, "_state", {})
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    conv = SREConv(2, 64, 64, 9)
+    x = torch.randn(2, 64, 10, 10)
+    with pytest.warns(RuntimeWarning, match="could not be built.*no C\\+\\+ compiler here"):
+        assert conv.select_path(x) == "decomposed"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ring_cpp.cpp_available() is False  # remembered: no second attempt, no second warning
+    dense = copy.deepcopy(conv)
+    dense.path = "dense"
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), dense(x), rtol=1e-5, atol=1e-5)
