@@ -12,7 +12,7 @@ ring-decomposed inference, each checked against the dense path before it is time
   feed its product);
 - ``1x1 convolutions``: the layer's band sums, each mixed by oneDNN's 1x1 convolution and added to the output;
 - ``C++ kernel``: the layer with ``path="cpp"`` (:mod:`~monai_sre.layers.ring_cpp`: disk sums of a tile of rows fed
-  into one product over all bands).
+  into one product over all bands), where it can run (2D).
 
 The two variants run in the layer's batch chunks (:func:`~monai_sre.layers.ring_ops.batch_chunks`, 1 MiB per
 thread), so that only the way the band sums reach the product differs.
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     rows = compare(repeats=args.repeats, clock=args.clock)
-    names = list(dict.fromkeys(n for r in rows for n in r["ms"]))  # every variant, in order (some run where they can)
+    names = list(dict.fromkeys(n for r in rows for n in r["ms"]))  # every variant, in order ("C++ kernel": 2D only)
     print(f"torch {torch.__version__}, {args.threads} threads, {torch.backends.cpu.get_cpu_capability()}, "
           f"{args.clock} clock; median ms (ratio to layer; > 1: slower)")
     print("| layer shape | " + " | ".join(names) + " |")

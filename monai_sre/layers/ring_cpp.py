@@ -2,19 +2,18 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The fused CPU path of a 2D or 3D SRE convolution: a C++ kernel (``csrc/ring_cpu.cpp``) compiled on first use.
+"""The fused CPU path of a 2D SRE convolution: a C++ kernel (``csrc/ring_cpu.cpp``) compiled on first use.
 
 The ring-decomposed path (:mod:`~monai_sre.layers.ring_ops`) sums every band with a oneDNN depthwise filter, one pass
 over memory per band, and folds each band into the output with its own matrix product. The C++ kernel forms, for a
 tile of output rows, the sums over *disks* (disk ``b`` = bands ``0..b``) from horizontal box sums of the input rows
-(per channel and voxel 33 adds for a 9x9 kernel instead of the 164 taps of the bands' boxes, 51 instead of 153 for a
-5^3 kernel) in thread-local buffers,
+(33 adds per channel and pixel for a 9x9 kernel instead of the 164 taps of the bands' boxes) in thread-local buffers,
 and multiplies them by the disk mixing matrix (``V_b = W_b - W_{b+1}``) in one product per tile. The input gradient is
 the same kernel on the output gradient with the transposed mixing (the disks are symmetric); the weight gradient is
 the decomposed path's (:func:`~monai_sre.layers.ring_ops.ring_conv_backward`).
 
-Scope: 2D and 3D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square (cubic)
-kernel whose disks are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++ extensions
+Scope: 2D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square kernel whose disks
+are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++ extensions
 (``monai._extensions``), it is built with :func:`torch.utils.cpp_extension.load` into PyTorch's extension cache the
 first time it runs (about 30 s; it needs a C++ compiler and ninja) and loaded from there afterwards; if the build
 fails the layer warns once and keeps the decomposed path. ``MONAI_SRE_CPP=0`` turns the path off.
@@ -57,39 +56,35 @@ _state: dict[str, Any] = {}
 
 
 def disk_widths(ring_map: torch.Tensor, bands: list[int]) -> torch.Tensor | None:
-    """Half-width of every disk in every kernel row, the C++ kernel's description of a 2D or 3D band map.
+    """Half-width of every disk in every kernel row, the C++ kernel's description of a 2D band map.
 
-    Disk ``i`` holds the taps of bands ``bands[0..i]``. Each of its rows (the taps of one ``(dz, dy)``) must be one
-    run of columns centred on the kernel's centre column (``|dx| <= w``), which holds for every band map whose bands
-    grow with the distance.
+    Disk ``i`` holds the taps of bands ``bands[0..i]``. Each of its rows must be one run of columns centred on the
+    kernel's centre column (``|dx| <= w``), which holds for every band map whose bands grow with the distance.
 
     Args:
-        ring_map: band index per tap, shape ``(k, k)`` or ``(k, k, k)`` (negative outside every band).
+        ring_map: band index per tap, shape ``(k, k)`` (negative outside every band).
         bands: the non-empty bands, in increasing order.
 
     Returns:
-        int64 ``(len(bands), 1, k)`` (2D) or ``(len(bands), k, k)`` (3D): ``w`` per disk and row, ``-1`` for a row
-        without taps; None when the map is not square (cubic) with odd size or a disk row is not a centred run (the
-        kernel cannot run it).
+        int64 ``(len(bands), k)``: ``w`` per disk and row, ``-1`` for a row without taps; None when the map is not
+        square with odd size or a disk row is not a centred run (the kernel cannot run it).
     """
-    size = ring_map.shape[-1]
-    if ring_map.dim() not in (2, 3) or any(n != size for n in ring_map.shape) or size % 2 == 0:
+    if ring_map.dim() != 2 or ring_map.shape[0] != ring_map.shape[1] or ring_map.shape[0] % 2 == 0:
         return None
-    volume = ring_map if ring_map.dim() == 3 else ring_map.unsqueeze(0)
-    columns = torch.arange(size) - size // 2
-    widths = torch.full((len(bands), volume.shape[0], size), -1, dtype=torch.int64)
-    inside = torch.zeros_like(volume, dtype=torch.bool)
+    size, centre = ring_map.shape[0], ring_map.shape[0] // 2
+    columns = torch.arange(size) - centre
+    widths = torch.full((len(bands), size), -1, dtype=torch.int64)
+    inside = torch.zeros_like(ring_map, dtype=torch.bool)
     for i, band in enumerate(bands):
-        inside |= volume == band
-        for plane in range(volume.shape[0]):
-            for row in range(size):
-                taken = columns[inside[plane, row]]
-                if len(taken) == 0:
-                    continue
-                w = int(taken.abs().max())
-                if len(taken) != 2 * w + 1 or int(taken.min()) != -w:
-                    return None
-                widths[i, plane, row] = w
+        inside |= ring_map == band
+        for row in range(size):
+            taken = columns[inside[row]]
+            if len(taken) == 0:
+                continue
+            w = int(taken.abs().max())
+            if len(taken) != 2 * w + 1 or int(taken.min()) != -w:
+                return None
+            widths[i, row] = w
     return widths
 
 
@@ -156,7 +151,7 @@ class FusedRingConv(torch.autograd.Function):
         ctx.operands = (widths, bands, out_filters, paddings, budget)
         ctx.has_bias = bias is not None
         empty = x.new_empty(0)
-        return module.disk_conv(x, widths, disk_mixing(weight, bands), bias if bias is not None else empty,
+        return module.disk_conv2d(x, widths, disk_mixing(weight, bands), bias if bias is not None else empty,
                                   TILE_PIXELS)
 
     @staticmethod
@@ -170,7 +165,6 @@ class FusedRingConv(torch.autograd.Function):
         # input and the weight gradient from that. (The input gradient through this kernel with the transposed
         # mixing is exact too, but the band sums for the weight gradient would then be formed twice: training took
         # 1.11x longer that way, 2-vCPU VM, one thread.)
-        ones = [1] * (x.dim() - 2)  # stride and dilation
-        grads = ring_conv_backward(grad.to(x.dtype), x, weight, out_filters, paddings, bands, ones, ones, 1, budget,
-                                   needs_input_grad=needs)  # fmt: skip
+        grads = ring_conv_backward(grad.to(x.dtype), x, weight, out_filters, paddings, bands, [1, 1], [1, 1], 1,
+                                   budget, needs_input_grad=needs)  # fmt: skip
         return grads + (None,) * 5

@@ -13,14 +13,14 @@ Two execution paths give the same result (to float tolerance):
 - ``"triton"`` runs the same decomposition as fused Triton kernels on CUDA (:mod:`monai_sre.layers.ring_triton`):
   band sums of a tile formed in registers and fed into one tensor-core product over all bands; stride 1, groups 1.
 - ``"cpp"`` runs it as a fused C++ kernel on CPU (:mod:`monai_sre.layers.ring_cpp`, compiled on first use): disk
-  sums of a tile of rows from horizontal box sums, fed into one product over all bands; 2D and 3D, float32, stride 1,
+  sums of a tile of rows from horizontal box sums, fed into one product over all bands; 2D, float32, stride 1,
   groups 1, dilation 1, zero padding of the kernel radius.
 
 ``path="auto"`` (default) picks the fastest per layer. On CUDA it measures every available path the first time it
 meets an input (device, shape, memory format, dtype, autocast dtype and grad mode) and keeps the winner per layer;
 on CPU, where timings on shared cores are noisy and tests must be deterministic, it uses a cost model calibrated by
 measurement (:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd
-enabled) and inference, and runs a decomposed choice of a layer with at most 640 bands x channels on the C++
+enabled) and inference, and runs a decomposed choice of a 2D layer with at most 640 bands x channels on the C++
 kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`). ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too,
 ``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the dense path elsewhere). Under ``torch.compile`` nothing is measured: a choice measured before
 compiling is kept, otherwise the static one applies.
@@ -325,8 +325,8 @@ class _SREConvNd(nn.Module):
         # the Triton kernels' tap offsets per (padding, device), and the measured path per input key (path="auto")
         self._tap_offset_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._path_choice: dict[tuple, str] = {}
-        # the C++ kernel's disk rows (2D/3D square kernels whose disks are centred runs of columns), else None
-        self._disk_widths = disk_widths(index, self._bands) if spatial_dims in (2, 3) and not transposed else None
+        # the C++ kernel's disk rows (2D square kernels whose disks are centred runs of columns), else None
+        self._disk_widths = disk_widths(index, self._bands) if spatial_dims == 2 and not transposed else None
         self._cpp_pays_off = in_channels // groups * len(self._bands) <= CPP_MAX_DEPTH
         taps = band_taps(self._band_boxes)
         # The automatic choice, for inference and for training (forward+backward); both paths give the same result.
@@ -467,7 +467,7 @@ class _SREConvNd(nn.Module):
 
     @torch.jit.unused
     def cpp_supported(self, x: torch.Tensor, padding: Sequence[int] | None = None) -> bool:
-        """Whether the C++ path can run on ``x``: a 2D or 3D layer with a square kernel, stride 1, dilation 1, groups 1,
+        """Whether the C++ path can run on ``x``: a 2D layer with a square kernel, stride 1, dilation 1, groups 1,
         zero padding of the kernel radius, a float32 CPU input outside CPU autocast, and the kernel built
         (:func:`~monai_sre.layers.ring_cpp.cpp_available`, which compiles it on the first call)."""
         padding = list(self.padding) if padding is None else list(padding)
@@ -512,7 +512,7 @@ class _SREConvNd(nn.Module):
             )
         if self.path == "cpp" and not self.cpp_supported(x, padding):
             raise ValueError(
-                f"SREConv(path='cpp') needs a 2D or 3D layer with a square kernel, stride 1, dilation 1, groups 1, zero "
+                f"SREConv(path='cpp') needs a 2D layer with a square kernel, stride 1, dilation 1, groups 1, zero "
                 f"padding of the kernel radius, a float32 CPU input outside autocast and the built C++ kernel "
                 f"(MONAI_SRE_CPP not 0); got kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"dilation={self.dilation}, groups={self.groups}, padding={list(padding)} "
@@ -715,7 +715,7 @@ class SREConv(_SREConvNd):
         num_rings: number of distance bands; ``None`` gives ``max(k) // 2 + 1`` one-pixel rings.
         path: ``"auto"`` (the fastest: measured on CUDA, the cost model's choice on CPU, run by the C++ kernel where
             it can; for training and for inference), ``"dense"``, ``"decomposed"``, ``"triton"`` (CUDA, stride 1,
-            groups 1) or ``"cpp"`` (CPU, 2D/3D, float32, stride 1, groups 1, dilation 1, zero "same" padding) execution;
+            groups 1) or ``"cpp"`` (CPU, 2D, float32, stride 1, groups 1, dilation 1, zero "same" padding) execution;
             all give the same result to float tolerance.
         device: device of the parameters.
         dtype: dtype of the parameters.

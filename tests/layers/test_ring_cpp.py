@@ -29,34 +29,29 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.double() - want.double()).abs().max() / want.double().abs().max())
 
 
-# (dims, in, out, size, kernel, batch, bias, num_rings): the one-voxel rings of k = 3, 5, 7, 9 in 2D and 3, 5 in 3D
-# (compile-time disk tables), channels that are no multiple of 16, a kernel larger than the image, fewer rings than
-# radii and other sizes (the runtime table)
+# (in, out, size, kernel, batch, bias, num_rings): the one-voxel rings of k = 3, 5, 7, 9 (compile-time disk tables),
+# channels that are no multiple of 16, a kernel larger than the image, fewer rings than radii (the runtime table)
 GEOMETRIES = [
-    (2, 16, 32, 12, 9, 2, True, None),
-    (2, 3, 20, 9, 5, 3, False, None),
-    (2, 37, 19, 7, 3, 2, True, None),
-    (2, 64, 64, 16, 7, 2, True, None),
-    (2, 8, 8, 5, 9, 1, False, None),
-    (2, 24, 16, 11, 9, 2, True, 3),
-    (2, 5, 7, 6, 11, 2, False, None),
-    (3, 16, 24, 7, 5, 2, True, None),
-    (3, 5, 9, 6, 3, 2, False, None),
-    (3, 4, 6, 4, 7, 1, True, None),
-    (3, 6, 5, 5, 5, 2, False, 2),
+    (16, 32, 12, 9, 2, True, None),
+    (3, 20, 9, 5, 3, False, None),
+    (37, 19, 7, 3, 2, True, None),
+    (64, 64, 16, 7, 2, True, None),
+    (8, 8, 5, 9, 1, False, None),
+    (24, 16, 11, 9, 2, True, 3),
+    (5, 7, 6, 11, 2, False, None),
 ]
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_cpp_path_equals_the_dense_path_with_all_gradients(geometry):
-    dims, cin, cout, size, k, batch, bias, rings = geometry
+    cin, cout, size, k, batch, bias, rings = geometry
     torch.manual_seed(0)
-    reference = SREConv(dims, cin, cout, k, bias=bias, num_rings=rings, path="dense").double()
+    reference = SREConv(2, cin, cout, k, bias=bias, num_rings=rings, path="dense").double()
     with torch.no_grad():
         reference.weight.normal_()
         if bias:
             reference.bias.normal_()
-    x = torch.randn(batch, cin, *([size] * dims), dtype=torch.float64, requires_grad=True)
+    x = torch.randn(batch, cin, size, size, dtype=torch.float64, requires_grad=True)
     y = reference(x)
     g = torch.randn_like(y)
     y.backward(g)
@@ -74,15 +69,13 @@ def test_cpp_path_equals_the_dense_path_with_all_gradients(geometry):
         assert a.shape == b.shape, name
         assert _relative_error(a, b) < 2e-6, name
     # a tensor of its own in channels-last storage (a residual add may update it in place)
-    memory = torch.channels_last if dims == 2 else torch.channels_last_3d
-    assert out.is_contiguous(memory_format=memory) and out._base is None
+    assert out.is_contiguous(memory_format=torch.channels_last) and out._base is None
 
 
-@pytest.mark.parametrize("dims,shape", [(2, (5, 32, 13, 17)), (3, (2, 32, 6, 7, 9))])
-def test_cpp_path_is_the_same_at_one_and_two_threads(dims, shape):
+def test_cpp_path_is_the_same_at_one_and_two_threads():
     torch.manual_seed(1)
-    conv = SREConv(dims, 32, 48, 9 if dims == 2 else 5, path="cpp").eval()
-    x = torch.randn(*shape)
+    conv = SREConv(2, 32, 48, 9, path="cpp").eval()
+    x = torch.randn(5, 32, 13, 17)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -94,23 +87,21 @@ def test_cpp_path_is_the_same_at_one_and_two_threads(dims, shape):
     assert torch.equal(one, two)  # every tile is summed and multiplied alone: bitwise the same
 
 
-@pytest.mark.parametrize("dims,size", [(2, 28), (3, 12)])
-def test_cpp_network_keeps_exact_quarter_turn_invariance(dims, size):
+def test_cpp_network_keeps_exact_quarter_turn_invariance():
     torch.manual_seed(2)
-    net = sre_resnet18(spatial_dims=dims, n_input_channels=1, num_classes=3, widen_factor=0.25).eval()
-    x = torch.randn(2, 1, *([size] * dims))
+    net = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.25).eval()
+    x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
-        probes = {m.select_path(torch.zeros(1, m.in_channels, *([size] * dims))) for m in net.modules()
-                  if isinstance(m, SREConv)}  # fmt: skip
-        assert "cpp" in probes
+        paths = {m.select_path(torch.zeros(1, m.in_channels, 28, 28)) for m in net.modules() if isinstance(m, SREConv)}
+        assert "cpp" in paths
         logits = net(x)
         for turns in (1, 2, 3):
-            torch.testing.assert_close(net(torch.rot90(x, turns, (dims, dims + 1))), logits, rtol=0, atol=2e-5)
+            torch.testing.assert_close(net(torch.rot90(x, turns, (2, 3))), logits, rtol=0, atol=2e-5)
 
 
-def test_disk_widths_of_the_default_maps_and_maps_it_refuses():
+def test_disk_widths_of_the_default_9x9_map_and_maps_it_refuses():
     index = ring_index(9, 2)
-    widths = ring_cpp.disk_widths(index, list(range(5)))[:, 0]
+    widths = ring_cpp.disk_widths(index, list(range(5)))
     assert widths.tolist() == [
         [-1, -1, -1, -1, 0, -1, -1, -1, -1],
         [-1, -1, -1, 1, 1, 1, -1, -1, -1],
@@ -127,12 +118,6 @@ def test_disk_widths_of_the_default_maps_and_maps_it_refuses():
     holed = index.clone()
     holed[4, 3] = -1  # a hole inside a row: not a centred run
     assert ring_cpp.disk_widths(holed, list(range(5))) is None
-    # 3D, 5^3: disk 1 is the centre's 3x3 cross of rows with the centre row 3 wide, disk 2 the 5x5 rows less corners
-    widths = ring_cpp.disk_widths(ring_index(5, 3), [0, 1, 2])
-    assert widths.shape == (3, 5, 5)
-    assert widths[0].tolist() == [[-1] * 5, [-1] * 5, [-1, -1, 0, -1, -1], [-1] * 5, [-1] * 5]
-    assert widths[1, 1:4, 1:4].tolist() == [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-    assert widths[2].tolist() == [[-1, 1, 1, 1, -1], [1, 2, 2, 2, 1], [1, 2, 2, 2, 1], [1, 2, 2, 2, 1], [-1, 1, 1, 1, -1]]
 
 
 def test_auto_takes_the_cpp_path_where_it_pays_and_the_decomposed_path_elsewhere(monkeypatch):
@@ -140,8 +125,7 @@ def test_auto_takes_the_cpp_path_where_it_pays_and_the_decomposed_path_elsewhere
     assert SREConv(2, 64, 64, 9).select_path(x64) == "cpp"  # depth 5 * 64 = 320
     assert SREConv(2, 128, 128, 9).select_path(torch.randn(1, 128, 8, 8)) == "cpp"  # 640
     assert SREConv(2, 256, 256, 5).select_path(torch.randn(1, 256, 8, 8)) == "decomposed"  # 768: one band at a time
-    assert SREConv(3, 32, 32, 5).select_path(torch.randn(1, 32, 8, 8, 8)) == "cpp"  # 3D too (3 * 32)
-    assert SREConv(1, 64, 64, 9).select_path(torch.randn(1, 64, 16)) == "decomposed"  # not 1D
+    assert SREConv(3, 32, 32, 5).select_path(torch.randn(1, 32, 8, 8, 8)) == "decomposed"  # 2D only
     assert SREConv(2, 64, 64, 9).double().select_path(x64.double()) == "decomposed"  # float32 only
     assert SREConv(2, 64, 64, 9, stride=2).select_path(x64) != "cpp"
     assert SREConv(2, 64, 64, 9, padding_mode="reflect").select_path(x64) != "cpp"
