@@ -8,14 +8,13 @@ The ring-decomposed path (:mod:`~monai_sre.layers.ring_ops`) sums every band wit
 over memory per band, and folds each band into the output with its own matrix product. The C++ kernel forms, for a
 tile of output rows, the sums over *disks* (disk ``b`` = bands ``0..b``) from horizontal box sums of the input rows
 (33 adds per channel and pixel for a 9x9 kernel instead of the 164 taps of the bands' boxes) in thread-local buffers,
-and multiplies them by the disk mixing matrix (``V_b = W_b - W_{b+1}``) in one product per tile. The input gradient is
-the same kernel on the output gradient with the transposed mixing (the disks are symmetric); the weight gradient is
-the decomposed path's (:func:`~monai_sre.layers.ring_ops.ring_conv_backward`).
+and multiplies them by the disk mixing matrix (``V_b = W_b - W_{b+1}``) in one product per tile. The backward is the
+decomposed path's (:func:`~monai_sre.layers.ring_ops.ring_conv_backward`).
 
 Scope: 2D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square kernel whose disks
 are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++ extensions
 (``monai._extensions``), it is built with :func:`torch.utils.cpp_extension.load` into PyTorch's extension cache the
-first time it runs (about 30 s; it needs a C++ compiler and ninja) and loaded from there afterwards; if the build
+first time it runs (about 40 s; it needs a C++ compiler and ninja) and loaded from there afterwards; if the build
 fails the layer warns once and keeps the decomposed path. ``MONAI_SRE_CPP=0`` turns the path off.
 """
 
@@ -37,8 +36,8 @@ __all__ = ["CPP_ENV", "TILE_PIXELS", "CPP_MAX_DEPTH", "disk_widths", "cpp_extens
 #: raises).
 CPP_ENV = "MONAI_SRE_CPP"
 #: Output pixels per tile of the C++ kernel: one product of ``(TILE_PIXELS, bands * C)`` by ``(bands * C, Cout)``.
-#: Measured on the 2-vCPU AVX-512 VM, one thread, 64-channel 32x32 layer: 128, 256 and 512 within 5% (512 kept: its
-#: product runs longest between the tiles' box sums).
+#: Measured on the 2-vCPU AVX-512 VM, one thread, 64-channel 32x32 layer: 128, 256 and 512 within 10%, 512 the
+#: fastest.
 TILE_PIXELS = 512
 
 #: ``path="auto"`` takes the C++ path for a layer whose product depth (bands x input channels per group) is at most
