@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -107,7 +108,18 @@ def cpp_extension() -> Any | None:
             if not list(Path(get_default_build_root()).glob(f"*/{name}/{name}*.so")):
                 _logger.warning("monai_sre: building the fused CPU kernel of SRE layers (once per machine, about a "
                                 "minute)")
-            module = load(name, [str(_SOURCE)], extra_cflags=["-O3", *flags], verbose=False)
+            path = os.environ.get("PATH")
+            if shutil.which("ninja") is None:  # the `ninja` dependency's binary, where its scripts folder is not on PATH
+                import ninja
+
+                os.environ["PATH"] = os.pathsep.join(filter(None, [ninja.BIN_DIR, path]))
+            try:
+                module = load(name, [str(_SOURCE)], extra_cflags=["-O3", *flags], verbose=False)
+            finally:
+                if path is None:
+                    os.environ.pop("PATH", None)
+                else:
+                    os.environ["PATH"] = path
         except Exception as error:  # a missing compiler or ninja, a failed build: keep the decomposed path
             warnings.warn(f"monai_sre: the fused CPU kernel ({_SOURCE}) could not be built, so SRE layers keep the "
                           f"ring-decomposed path on CPU ({type(error).__name__}: {error}). Set {CPP_ENV}=0 to skip "

@@ -164,3 +164,22 @@ def test_a_failed_build_warns_once_and_keeps_the_decomposed_path(monkeypatch):
     dense.path = "dense"
     with torch.no_grad():
         torch.testing.assert_close(conv(x), dense(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_build_finds_the_ninja_dependency_when_its_folder_is_not_on_path(monkeypatch):
+    import ninja
+    import torch.utils.cpp_extension as cpp_extension
+
+    seen = {}
+
+    def record_path(*args, **kwargs):
+        seen["PATH"] = ring_cpp.os.environ["PATH"]
+        return "built"
+
+    monkeypatch.setattr(ring_cpp, "_state", {})
+    monkeypatch.setattr(ring_cpp.shutil, "which", lambda name: None)
+    monkeypatch.setattr(cpp_extension, "load", record_path)
+    monkeypatch.setenv("PATH", "/nowhere")
+    assert ring_cpp.cpp_extension() == "built"
+    assert seen["PATH"] == ninja.BIN_DIR + ring_cpp.os.pathsep + "/nowhere"
+    assert ring_cpp.os.environ["PATH"] == "/nowhere"  # restored after the build
