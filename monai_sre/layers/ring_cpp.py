@@ -109,7 +109,7 @@ def cpp_extension() -> Any | None:
                 _logger.warning("monai_sre: building the fused CPU kernel of SRE layers (once per machine, about a "
                                 "minute)")
             path = os.environ.get("PATH")
-            if shutil.which("ninja") is None:  # the `ninja` dependency's binary, where its scripts folder is not on PATH
+            if shutil.which("ninja") is None:  # the `ninja` dependency's binary, its scripts folder not on PATH
                 import ninja
 
                 os.environ["PATH"] = os.pathsep.join(filter(None, [ninja.BIN_DIR, path]))

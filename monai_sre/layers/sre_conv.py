@@ -4,7 +4,7 @@
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """SRE convolutions: radially symmetric kernels with one learnable weight per distance band.
 
-Two execution paths give the same result (to float tolerance):
+The execution paths give the same result (to float tolerance):
 
 - ``"dense"`` expands the band weights into a full kernel by indexing with the band map (a gather, whose backward is
   a scatter-add) and runs one ``F.convNd``; it costs ``Cin/g * Cout * k^d`` multiply-adds per output voxel.
@@ -22,12 +22,14 @@ on CPU, where timings on shared cores are noisy and tests must be deterministic,
 measurement (:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd
 enabled) and inference, and runs a decomposed choice of a 2D layer with at most 640 bands x channels on the C++
 kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`). ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too,
-``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the dense path elsewhere). Under ``torch.compile`` nothing is measured: a choice measured before
-compiling is kept, otherwise the static one applies.
+``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the dense path elsewhere). Under ``torch.compile``
+nothing is measured: a choice measured before compiling is kept, otherwise the static one applies (on CPU the
+decomposed path, which the compiler can trace).
 
 Mixed precision: under ``torch.autocast`` every path computes in the autocast dtype (float16 or bfloat16) and
-returns it, as ``torch.nn.Conv`` does; channels-last inputs run on every path without copies back and forth. In inference (no autograd needed for the weight) the dense kernel is cached; the cache is keyed on the
-weight's version counter, storage, device and dtype, so ``load_state_dict``, in-place updates and ``.to()`` all
+returns it, as ``torch.nn.Conv`` does; channels-last inputs run on every path without copies back and forth. In
+inference (no autograd needed for the weight) the dense kernel is cached; the cache is keyed on the weight's version
+counter, storage, device and dtype, so ``load_state_dict``, in-place updates and ``.to()`` all
 invalidate it, and it never holds an autograd graph. The decomposed path keeps its fixed per-band filters per dtype,
 channel count and device. Under TorchScript and tracing (ONNX export) the decomposed path runs as plain convolutions,
 so exported graphs contain only standard operators.
