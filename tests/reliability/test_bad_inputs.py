@@ -442,14 +442,14 @@ FAST_BUNDLE_CASES = [
 
 SLOW_BUNDLE_CASES = [
     BundleCase("resume without a checkpoint", lambda b, d: ["--resume", "true"],
-               lambda b, d: ["checkpoint models/checkpoint_last.pt not found"]),
+               lambda b, d: ["checkpoint runs/default/checkpoint_last.pt not found"]),
     BundleCase("datalist not JSON",
                lambda b, d: ["--datalist_file", str(_edited_datalist(d, "broken.json", text="{\"training\": ["))],
                lambda b, d: [str(d / "broken.json"), "not valid JSON"]),
     BundleCase("unwritable checkpoint folder", lambda b, d: ["--ckpt_dir", str(d / "datalist.json" / "models")],
                lambda b, d: ["Not a directory", str(d / "datalist.json" / "models")]),
     BundleCase("unknown image format", lambda b, d: ["--image_format", "png"],
-               lambda b, d: ["unknown image format 'png'", "valid formats: nifti, dicom"]),
+               lambda b, d: ["--image_format 'png' refused", "expected one of nifti, dicom"]),
 ]  # fmt: skip
 
 
