@@ -9,7 +9,8 @@ over memory per band, and folds each band into the output with its own matrix pr
 tile of output rows, the sums over *disks* (disk ``b`` = bands ``0..b``) from horizontal box sums of the input rows
 (33 adds per channel and pixel for a 9x9 kernel instead of the 164 taps of the bands' boxes) in thread-local buffers,
 and multiplies them by the disk mixing matrix (``V_b = W_b - W_{b+1}``) in one product per tile. The backward is the
-decomposed path's (:func:`~monai_sre.layers.ring_ops.ring_conv_backward`).
+same kernel on the output gradient: its disk sums, once, give both the input gradient (with the transposed mixing:
+the disks are symmetric) and the mixing gradient.
 
 Scope: 2D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square kernel whose disks
 are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++ extensions
@@ -145,37 +146,41 @@ def disk_mixing(weight: torch.Tensor, bands: list[int], transposed: bool = False
 
 
 class FusedRingConv(torch.autograd.Function):
-    """The C++ kernel with autograd: ``apply(x, weight, bias, widths, bands, out_filters, paddings, budget)``.
+    """The C++ kernel with autograd: ``apply(x, weight, bias, widths, bands)``.
 
-    ``x`` is the channels-last float32 input, ``weight`` the band weights, ``widths`` from :func:`disk_widths`;
-    ``out_filters`` (the bands' depthwise filters for the output channels), ``paddings`` and ``budget`` are what the
-    decomposed path's weight gradient needs (:func:`~monai_sre.layers.ring_ops.ring_conv_backward`).
+    ``x`` is the channels-last float32 input, ``weight`` the band weights ``(Cout, Cin, num_rings)``, ``widths``
+    from :func:`disk_widths` for the non-empty ``bands``. The backward sums the output gradient over the disks once
+    (they are symmetric: the sum is its own adjoint) and takes both gradients from that: the input gradient with the
+    transposed mixing, the mixing gradient ``dV_i = sum D_i(grad)^T x``, and from it the band weights' gradient
+    ``dW_{bands[i]} = dV_i - dV_{i-1}``.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, widths: torch.Tensor,
-        bands: list[int], out_filters: list[torch.Tensor], paddings: list[list[int]], budget: int,
+        bands: list[int],
     ) -> torch.Tensor:
-        module = cpp_extension()
         ctx.save_for_backward(x, weight)
-        ctx.operands = (widths, bands, out_filters, paddings, budget)
+        ctx.operands = (widths, bands)
         ctx.has_bias = bias is not None
-        empty = x.new_empty(0)
-        return module.disk_conv2d(x, widths, disk_mixing(weight, bands), bias if bias is not None else empty,
-                                  TILE_PIXELS)
+        return cpp_extension().disk_conv2d(x, widths, disk_mixing(weight, bands),
+                                           bias if bias is not None else x.new_empty(0), TILE_PIXELS)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        from monai_sre.layers.ring_ops import ring_conv_backward
+        from monai_sre.layers.ring_ops import channels_last
 
         x, weight = ctx.saved_tensors
-        _, bands, out_filters, paddings, budget = ctx.operands
-        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
-        # The decomposed path's backward: it lifts the output gradient through each band once and takes both the
-        # input and the weight gradient from that. (The input gradient through this kernel with the transposed
-        # mixing is exact too, but the band sums for the weight gradient would then be formed twice: training took
-        # 1.11x longer that way, 2-vCPU VM, one thread.)
-        grads = ring_conv_backward(grad.to(x.dtype), x, weight, out_filters, paddings, bands, [1, 1], [1, 1], 1,
-                                   budget, needs_input_grad=needs)  # fmt: skip
-        return grads + (None,) * 5
+        widths, bands = ctx.operands
+        grad = channels_last(grad.to(x.dtype))
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        mixing_t = disk_mixing(weight, bands, transposed=True) if need_x else x.new_empty(0)
+        grad_x, grad_v = cpp_extension().disk_conv2d_backward(grad, x, widths, mixing_t, need_x, need_w,
+                                                              TILE_PIXELS)  # fmt: skip
+        grad_w = None
+        if need_w:  # V_i = W_i - W_{i+1}, so dW_i = dV_i - dV_{i-1}
+            previous = torch.cat([torch.zeros_like(grad_v[:1]), grad_v[:-1]])
+            grad_w = torch.zeros_like(weight)
+            grad_w[:, :, bands] = (grad_v - previous).permute(1, 2, 0)
+        grad_b = grad.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return (grad_x if need_x else None), grad_w, grad_b, None, None

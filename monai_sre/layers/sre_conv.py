@@ -636,10 +636,7 @@ class _SREConvNd(nn.Module):
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
         if path == "cpp":
-            return FusedRingConv.apply(
-                channels_last(x), weight, bias, self._disk_widths, self._bands,
-                self._band_filters(weight.shape[0], x.dtype), self._band_paddings(padding), cpu_chunk_bytes(),
-            )
+            return FusedRingConv.apply(channels_last(x), weight, bias, self._disk_widths, self._bands)
         if path == "triton":
             offsets, starts = self._tap_offsets(padding, x.device)
             out_spatial = [n + 2 * p - d * (k - 1) for n, p, d, k in zip(x.shape[2:], padding, dilation,

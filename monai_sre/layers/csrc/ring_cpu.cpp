@@ -160,35 +160,14 @@ void disk_sums_dispatch(const int64_t* widths, const float* hbuf, float* dbuf, i
   disk_sums_any(widths, hbuf, dbuf, rows, W, C, B, K);
 }
 
-}  // namespace
-
-// x: (N, C, H, W) float32 on CPU, stored channels-last. widths: (B, K) int64, the half-width of disk b in kernel
-// row k (-1: no taps), K = 2R + 1 odd. mixing: (B * C, Cout) float32, row b * C + c = V_b[:, c]. bias: (Cout,) or
-// an empty tensor. tile_pixels: about how many output pixels one product covers.
-// Returns (N, Cout, H, W) float32, stored channels-last (a tensor of its own, not a view).
-torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, const torch::Tensor& mixing,
-                          const torch::Tensor& bias, int64_t tile_pixels) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
-                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "disk_conv2d: x must be a channels-last float32 CPU tensor (N, C, H, W), got ", x.sizes());
-  TORCH_CHECK(widths.dim() == 2 && widths.scalar_type() == torch::kLong && widths.size(1) % 2 == 1,
-              "disk_conv2d: widths must be int64 (bands, odd kernel size), got ", widths.sizes());
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t B = widths.size(0), K = widths.size(1), R = (K - 1) / 2;
-  TORCH_CHECK(mixing.dim() == 2 && mixing.size(0) == B * C && mixing.scalar_type() == torch::kFloat,
-              "disk_conv2d: mixing must be float32 (bands * C = ", B * C, ", Cout), got ", mixing.sizes());
-  const int64_t Cout = mixing.size(1);
-  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || bias.numel() == Cout, "disk_conv2d: bias must have ", Cout,
-              " elements, got ", bias.numel());
-  auto out = torch::empty({N, Cout, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (out.numel() == 0) return out;
-  const auto mix = mixing.contiguous();
-  const auto shift = (bias.defined() && bias.numel() > 0) ? bias.contiguous() : torch::Tensor();
-  const std::vector<int64_t> table(widths.contiguous().data_ptr<int64_t>(),
-                                   widths.contiguous().data_ptr<int64_t>() + B * K);
+// For every task (a run of about `tile_pixels` output pixels, whole rows), the disk sums of x's channels over the
+// task's pixels, handed to `use(task, first_row, end_row, disk_sums)` as a (pixels, B * C) row-major buffer.
+// at::parallel_for spreads the tasks over the threads; `use` runs on the thread that formed the sums.
+template <typename Use>
+void for_each_tile(const torch::Tensor& x, const std::vector<int64_t>& table, int64_t B, int64_t K,
+                   int64_t tile_pixels, const Use& use) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), R = (K - 1) / 2;
   const float* src = x.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
-  const float* shift_ptr = shift.defined() ? shift.data_ptr<float>() : nullptr;
   const int64_t total_rows = N * H;
   const int64_t group = std::max<int64_t>(1, std::min<int64_t>(total_rows, tile_pixels / std::max<int64_t>(W, 1)));
   const int64_t tasks = (total_rows + group - 1) / group;
@@ -203,20 +182,102 @@ torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, c
         disk_sums_dispatch(table.data(), hbuf.data(), dbuf.data() + (r - r0) * W * B * C, y1 - y0, W, C, B, K);
         r += y1 - y0;
       }
-      const int64_t pixels = (r1 - r0) * W;
-      auto sums = torch::from_blob(dbuf.data(), {pixels, B * C}, x.options());
-      auto rows = torch::from_blob(dst + r0 * W * Cout, {pixels, Cout}, x.options());
-      at::mm_out(rows, sums, mix);
-      if (shift_ptr != nullptr) {
-        float* o = dst + r0 * W * Cout;
-        for (int64_t p = 0; p < pixels; ++p)
-          for (int64_t c = 0; c < Cout; ++c) o[p * Cout + c] += shift_ptr[c];
-      }
+      use(task, r0, r1, dbuf.data());
+    }
+  });
+}
+
+void check_input(const torch::Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "disk_conv2d: ", name, " must be a channels-last float32 CPU tensor (N, C, H, W), got ", x.sizes());
+}
+
+std::vector<int64_t> check_widths(const torch::Tensor& widths) {
+  TORCH_CHECK(widths.dim() == 2 && widths.scalar_type() == torch::kLong && widths.size(1) % 2 == 1,
+              "disk_conv2d: widths must be int64 (bands, odd kernel size), got ", widths.sizes());
+  const auto table = widths.contiguous();
+  return std::vector<int64_t>(table.data_ptr<int64_t>(), table.data_ptr<int64_t>() + table.numel());
+}
+
+}  // namespace
+
+// x: (N, C, H, W) float32 on CPU, stored channels-last. widths: (B, K) int64, the half-width of disk b in kernel
+// row k (-1: no taps), K = 2R + 1 odd. mixing: (B * C, Cout) float32, row b * C + c = V_b[:, c]. bias: (Cout,) or
+// an empty tensor. tile_pixels: about how many output pixels one product covers.
+// Returns (N, Cout, H, W) float32, stored channels-last (a tensor of its own, not a view).
+torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, const torch::Tensor& mixing,
+                          const torch::Tensor& bias, int64_t tile_pixels) {
+  check_input(x, "x");
+  const auto table = check_widths(widths);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), B = widths.size(0), K = widths.size(1);
+  TORCH_CHECK(mixing.dim() == 2 && mixing.size(0) == B * C && mixing.scalar_type() == torch::kFloat,
+              "disk_conv2d: mixing must be float32 (bands * C = ", B * C, ", Cout), got ", mixing.sizes());
+  const int64_t Cout = mixing.size(1);
+  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || bias.numel() == Cout, "disk_conv2d: bias must have ", Cout,
+              " elements, got ", bias.numel());
+  auto out = torch::empty({N, Cout, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (out.numel() == 0) return out;
+  const auto mix = mixing.contiguous();
+  const auto shift = (bias.defined() && bias.numel() > 0) ? bias.contiguous() : torch::Tensor();
+  float* dst = out.data_ptr<float>();
+  const float* shift_ptr = shift.defined() ? shift.data_ptr<float>() : nullptr;
+  for_each_tile(x, table, B, K, tile_pixels, [&](int64_t, int64_t r0, int64_t r1, float* sums) {
+    const int64_t pixels = (r1 - r0) * W;
+    auto rows = torch::from_blob(dst + r0 * W * Cout, {pixels, Cout}, x.options());
+    at::mm_out(rows, torch::from_blob(sums, {pixels, B * C}, x.options()), mix);
+    if (shift_ptr != nullptr) {
+      float* o = dst + r0 * W * Cout;
+      for (int64_t p = 0; p < pixels; ++p)
+        for (int64_t c = 0; c < Cout; ++c) o[p * Cout + c] += shift_ptr[c];
     }
   });
   return out;
 }
 
+// The backward of disk_conv2d from the disk sums of the output gradient (the disks are symmetric, so summing over
+// them is its own adjoint): grad_x = D(grad) @ mixing_t, and grad_v[b] = sum over pixels of D_b(grad)^T x, the
+// gradient of the disk mixing V. grad: (N, Cout, H, W), x: (N, C, H, W), both channels-last float32; mixing_t:
+// (B * Cout, C), row b * Cout + o = V_b[o, :] (read only when need_x). Returns {grad_x or an empty tensor,
+// grad_v (B, Cout, C) or an empty tensor}. grad_v adds one partial per thread, in thread order.
+std::vector<torch::Tensor> disk_conv2d_backward(const torch::Tensor& grad, const torch::Tensor& x,
+                                                const torch::Tensor& widths, const torch::Tensor& mixing_t,
+                                                bool need_x, bool need_w, int64_t tile_pixels) {
+  check_input(grad, "grad");
+  check_input(x, "x");
+  const auto table = check_widths(widths);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), B = widths.size(0);
+  const int64_t Cout = grad.size(1);
+  TORCH_CHECK(grad.size(0) == N && grad.size(2) == H && grad.size(3) == W, "disk_conv2d_backward: grad ",
+              grad.sizes(), " does not match x ", x.sizes());
+  TORCH_CHECK(!need_x || (mixing_t.dim() == 2 && mixing_t.size(0) == B * Cout && mixing_t.size(1) == C),
+              "disk_conv2d_backward: mixing_t must be (bands * Cout, C), got ", mixing_t.sizes());
+  torch::Tensor grad_x, partials;
+  const auto mix = need_x ? mixing_t.contiguous() : torch::Tensor();
+  if (need_x) grad_x = torch::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (need_w) partials = torch::zeros({at::get_num_threads(), B * Cout, C}, x.options());
+  if (x.numel() == 0 || grad.numel() == 0) {
+    if (need_x) grad_x.zero_();
+    return {need_x ? grad_x : torch::Tensor(), need_w ? partials.sum(0).view({B, Cout, C}) : torch::Tensor()};
+  }
+  float* gx = need_x ? grad_x.data_ptr<float>() : nullptr;
+  const float* xs = x.data_ptr<float>();
+  for_each_tile(grad, table, B, widths.size(1), tile_pixels, [&](int64_t, int64_t r0, int64_t r1, float* sums) {
+    const int64_t pixels = (r1 - r0) * W;
+    auto lifted = torch::from_blob(sums, {pixels, B * Cout}, x.options());
+    if (need_x) {
+      auto rows = torch::from_blob(gx + r0 * W * C, {pixels, C}, x.options());
+      at::mm_out(rows, lifted, mix);
+    }
+    if (need_w) {
+      auto own = partials[at::get_thread_num()];
+      own.addmm_(lifted.t(), torch::from_blob(const_cast<float*>(xs) + r0 * W * C, {pixels, C}, x.options()));
+    }
+  });
+  return {need_x ? grad_x : torch::Tensor(), need_w ? partials.sum(0).view({B, Cout, C}) : torch::Tensor()};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("disk_conv2d", &disk_conv2d, "Fused 2D SRE convolution on CPU (disk sums and one product per tile)");
+  m.def("disk_conv2d_backward", &disk_conv2d_backward, "Its input gradient and disk-mixing gradient");
 }
