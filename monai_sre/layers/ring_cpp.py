@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from monai_sre.layers.ring_ops import channels_last
+
 __all__ = ["CPP_ENV", "TILE_PIXELS", "CPP_MAX_DEPTH", "disk_widths", "cpp_extension", "cpp_available", "disk_mixing",
            "FusedRingConv"]
 
@@ -43,11 +45,10 @@ CPP_ENV = "MONAI_SRE_CPP"
 TILE_PIXELS = 512
 
 #: ``path="auto"`` takes the C++ path for a layer whose product depth (bands x input channels per group) is at most
-#: this. Inference of one layer, batch 32, one thread, process CPU time, decomposed / C++ (2-vCPU AVX-512 EPYC VM;
-#: in brackets with ATen, oneDNN and MKL held to AVX2): 64 channels 32x32 k=9 (depth 320) 1.33x (1.56x), k=7 1.12x,
-#: k=5 1.06x, k=3 1.28x; 128 channels 16x16 k=9 (640) 1.16x (1.29x), k=5 1.05x; 256 channels 8x8 k=5 (768) 0.93x
-#: (0.98x), k=9 (1280) 0.98x; 512 channels 4x4 k=5 (1536) 0.59x (0.56x): a deep product over few pixels runs faster
-#: one band at a time.
+#: this. Inference of one layer, one thread, process CPU time, decomposed / C++ (`benchmarks/band_mixing.py`, 2-vCPU
+#: AVX-512 EPYC VM; in brackets with ATen, oneDNN and MKL held to AVX2): 64 channels 32x32 k=9 (depth 320) 1.45-1.47x
+#: (1.58-1.63x); 128 channels 16x16 k=9 (640) 1.20-1.26x (1.32-1.36x); 256 channels 8x8 k=5 (768) 1.01x (0.95x);
+#: 512 channels 4x4 k=5 (1536) 0.64x (0.62x): a deep product over few pixels runs faster one band at a time.
 CPP_MAX_DEPTH = 640
 
 _SOURCE = Path(__file__).with_name("csrc") / "ring_cpu.cpp"
@@ -168,8 +169,6 @@ class FusedRingConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        from monai_sre.layers.ring_ops import channels_last
-
         x, weight = ctx.saved_tensors
         widths, bands = ctx.operands
         grad = channels_last(grad.to(x.dtype))
