@@ -116,7 +116,9 @@ def cpp_extension() -> Any | None:
 
                 os.environ["PATH"] = os.pathsep.join(filter(None, [ninja.BIN_DIR, path]))
             try:
-                module = load(name, [str(_SOURCE)], extra_cflags=["-O3", *flags], verbose=False)
+                # -fopenmp: at::parallel_for is an OpenMP pragma inlined into the kernel (without it, one thread)
+                module = load(name, [str(_SOURCE)], extra_cflags=["-O3", "-fopenmp", *flags],
+                              extra_ldflags=["-fopenmp"], verbose=False)  # fmt: skip
             finally:
                 if path is None:
                     os.environ.pop("PATH", None)
