@@ -52,7 +52,6 @@ TILE_PIXELS = 512
 CPP_MAX_DEPTH = 640
 
 _SOURCE = Path(__file__).with_name("csrc") / "ring_cpu.cpp"
-_logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
@@ -107,9 +106,13 @@ def cpp_extension() -> Any | None:
                      "avx2": ["-mavx2", "-mfma"]}.get(capability, [])  # fmt: skip
             # one build per instruction set, so that a cache shared between machines never runs a wrong binary
             name = f"monai_sre_ring_cpu_{capability}"
-            if not list(Path(get_default_build_root()).glob(f"*/{name}/{name}*.so")):
-                _logger.warning("monai_sre: building the fused CPU kernel of SRE layers (once per machine, about a "
-                                "minute)")
+            # torch's build folder: $TORCH_EXTENSIONS_DIR/<name>, else <cache>/torch_extensions/py3X_<cuda>/<name>
+            root = os.environ.get("TORCH_EXTENSIONS_DIR")
+            folders = [Path(root) / name] if root else list(Path(get_default_build_root()).glob(f"*/{name}"))
+            if not any(any(folder.glob(f"{name}*.so")) for folder in folders):
+                # a logger made now, not at import: a bundle's logging.conf disables the loggers that exist before it
+                logging.getLogger(__name__).warning(
+                    "monai_sre: building the fused CPU kernel of SRE layers (once per machine, about a minute)")
             path = os.environ.get("PATH")
             if shutil.which("ninja") is None:  # the `ninja` dependency's binary, its scripts folder not on PATH
                 import ninja

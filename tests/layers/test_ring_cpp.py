@@ -183,3 +183,23 @@ def test_the_build_finds_the_ninja_dependency_when_its_folder_is_not_on_path(mon
     assert ring_cpp.cpp_extension() == "built"
     assert seen["PATH"] == ninja.BIN_DIR + ring_cpp.os.pathsep + "/nowhere"
     assert ring_cpp.os.environ["PATH"] == "/nowhere"  # restored after the build
+
+
+def test_the_first_build_is_announced_and_a_cached_one_is_not(monkeypatch, tmp_path, caplog):
+    import logging
+
+    import torch.utils.cpp_extension as cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "load", lambda *args, **kwargs: "built")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    name = f"monai_sre_ring_cpu_{torch.backends.cpu.get_cpu_capability().lower()}"
+    for cached in (False, True):
+        if cached:  # what torch's load leaves behind
+            (tmp_path / name).mkdir()
+            (tmp_path / name / f"{name}.so").write_bytes(b"")
+        monkeypatch.setattr(ring_cpp, "_state", {})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=ring_cpp.__name__):
+            assert ring_cpp.cpp_extension() == "built"
+        announced = [r.getMessage() for r in caplog.records if "building the fused CPU kernel" in r.getMessage()]
+        assert len(announced) == (0 if cached else 1)
