@@ -45,11 +45,11 @@ CPP_ENV = "MONAI_SRE_CPP"
 TILE_PIXELS = 512
 
 #: ``path="auto"`` takes the C++ path for a layer whose product depth (bands x input channels per group) is at most
-#: this. Inference of one layer, one thread, process CPU time, decomposed / C++ (`benchmarks/band_mixing.py`, 2-vCPU
-#: AVX-512 EPYC VM; in brackets with ATen, oneDNN and MKL held to AVX2): 64 channels 32x32 k=9 (depth 320) 1.45-1.47x
-#: (1.58-1.63x); 128 channels 16x16 k=9 (640) 1.20-1.26x (1.32-1.36x); 256 channels 8x8 k=5 (768) 1.01x (0.95x);
-#: 512 channels 4x4 k=5 (1536) 0.64x (0.62x): a deep product over few pixels runs faster one band at a time.
-CPP_MAX_DEPTH = 640
+#: this, the deepest product measured. Inference of one layer, batch 32, decomposed / C++ (`benchmarks/band_mixing.py`,
+#: 2-vCPU AVX-512 EPYC VM), one thread (process CPU time) and two (wall clock): 64 channels 32x32 k=9 (depth 320)
+#: 1.25x and 1.62x; 128 channels 16x16 k=9 (640) 1.27x and 1.36x; 256 channels 8x8 k=5 (768) 1.08x and 1.24x;
+#: 512 channels 4x4 k=5 (1536) 1.03x and 1.22x; 1024 channels 4x4 k=5 (3072), one thread: 0.99x.
+CPP_MAX_DEPTH = 3072
 
 _SOURCE = Path(__file__).with_name("csrc") / "ring_cpu.cpp"
 _lock = threading.Lock()
@@ -140,15 +140,36 @@ def cpp_available() -> bool:
     return cpp_extension() is not None
 
 
+def _is_run(bands: list[int]) -> bool:
+    """Whether the non-empty ``bands`` are consecutive (every default map): then a slice selects them, not a gather
+    (``weight[:, :, bands]`` took 4 ms of a 512-channel layer's 16 ms)."""
+    return bands == list(range(bands[0], bands[0] + len(bands)))
+
+
+def _select_bands(weight: torch.Tensor, bands: list[int]) -> torch.Tensor:
+    """The non-empty ``bands`` of band weights ``(Cout, Cin, num_rings)`` (a view where they are a run)."""
+    if _is_run(bands):
+        return weight.narrow(2, bands[0], len(bands))
+    return weight.index_select(2, torch.tensor(bands, device=weight.device))
+
+
 def disk_mixing(weight: torch.Tensor, bands: list[int], transposed: bool = False) -> torch.Tensor:
     """The kernel's mixing matrix from band weights ``(Cout, Cin, num_rings)``: ``V_i = W_{bands[i]} -
     W_{bands[i+1]}`` (the last one ``W``), as ``(len(bands) * Cin, Cout)`` rows ``i * Cin + c``; ``transposed`` gives
-    ``(len(bands) * Cout, Cin)`` for the input gradient."""
-    w = weight[:, :, bands]
-    v = w - torch.cat([w[:, :, 1:], torch.zeros_like(w[:, :, :1])], dim=2)
-    if transposed:
-        return v.permute(2, 0, 1).reshape(-1, weight.shape[1]).contiguous()
-    return v.permute(2, 1, 0).reshape(-1, weight.shape[0]).contiguous()
+    ``(len(bands) * Cout, Cin)`` for the input gradient.
+
+    The forward matrix is the transposed view of a ``(Cout, bands * Cin)`` tensor (the products read it as it is):
+    each output channel's ``bands x Cin`` block is a small transpose of its own weights, 0.5 ms for 512 channels
+    where gathering the bands and one full transposing copy took 7 ms (one thread).
+    """
+    n = len(bands)
+    w = _select_bands(weight, bands)
+    w = w.permute(2, 0, 1) if transposed else w.transpose(1, 2)
+    v = torch.empty(w.shape, dtype=weight.dtype, device=weight.device)  # (n, Cout, Cin) or (Cout, n, Cin)
+    band_dim = 0 if transposed else 1
+    torch.sub(w.narrow(band_dim, 0, n - 1), w.narrow(band_dim, 1, n - 1), out=v.narrow(band_dim, 0, n - 1))
+    v.narrow(band_dim, n - 1, 1).copy_(w.narrow(band_dim, n - 1, 1))
+    return v.view(-1, weight.shape[1]) if transposed else v.view(weight.shape[0], -1).t()
 
 
 class FusedRingConv(torch.autograd.Function):
@@ -185,6 +206,10 @@ class FusedRingConv(torch.autograd.Function):
         if need_w:  # V_i = W_i - W_{i+1}, so dW_i = dV_i - dV_{i-1}
             previous = torch.cat([torch.zeros_like(grad_v[:1]), grad_v[:-1]])
             grad_w = torch.zeros_like(weight)
-            grad_w[:, :, bands] = (grad_v - previous).permute(1, 2, 0)
+            grad_bands = (grad_v - previous).permute(1, 2, 0)
+            if _is_run(bands):
+                grad_w.narrow(2, bands[0], len(bands)).copy_(grad_bands)
+            else:
+                grad_w.index_copy_(2, torch.tensor(bands, device=weight.device), grad_bands)
         grad_b = grad.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return (grad_x if need_x else None), grad_w, grad_b, None, None

@@ -20,7 +20,7 @@ The execution paths give the same result (to float tolerance):
 meets an input (device, shape, memory format, dtype, autocast dtype and grad mode) and keeps the winner per layer;
 on CPU, where timings on shared cores are noisy and tests must be deterministic, it uses a cost model calibrated by
 measurement (:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd
-enabled) and inference, and runs a decomposed choice of a 2D layer with at most 640 bands x channels on the C++
+enabled) and inference, and runs a decomposed choice of a 2D layer with at most 3072 bands x channels on the C++
 kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`). ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too,
 ``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the dense path elsewhere). Under ``torch.compile``
 nothing is measured: a choice measured before compiling is kept, otherwise the static one applies (on CPU the

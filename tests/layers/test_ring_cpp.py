@@ -124,7 +124,9 @@ def test_auto_takes_the_cpp_path_where_it_pays_and_the_decomposed_path_elsewhere
     x64 = torch.randn(1, 64, 16, 16)
     assert SREConv(2, 64, 64, 9).select_path(x64) == "cpp"  # depth 5 * 64 = 320
     assert SREConv(2, 128, 128, 9).select_path(torch.randn(1, 128, 8, 8)) == "cpp"  # 640
-    assert SREConv(2, 256, 256, 5).select_path(torch.randn(1, 256, 8, 8)) == "decomposed"  # 768: one band at a time
+    assert SREConv(2, 512, 512, 5).select_path(torch.randn(1, 512, 4, 4)) == "cpp"  # 1536
+    assert SREConv(2, 1024, 8, 5).select_path(torch.randn(1, 1024, 4, 4)) == "cpp"  # 3072, CPP_MAX_DEPTH
+    assert SREConv(2, 1025, 8, 5).select_path(torch.randn(1, 1025, 4, 4)) == "decomposed"  # deeper: not measured
     assert SREConv(3, 32, 32, 5).select_path(torch.randn(1, 32, 8, 8, 8)) == "decomposed"  # 2D only
     assert SREConv(2, 64, 64, 9).double().select_path(x64.double()) == "decomposed"  # float32 only
     assert SREConv(2, 64, 64, 9, stride=2).select_path(x64) != "cpp"

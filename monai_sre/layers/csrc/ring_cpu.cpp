@@ -169,7 +169,12 @@ void for_each_tile(const torch::Tensor& x, const std::vector<int64_t>& table, in
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), R = (K - 1) / 2;
   const float* src = x.data_ptr<float>();
   const int64_t total_rows = N * H;
-  const int64_t group = std::max<int64_t>(1, std::min<int64_t>(total_rows, tile_pixels / std::max<int64_t>(W, 1)));
+  // At least kMinTasks tasks, so that a layer of few pixels (512 channels at 4x4, batch 32: one tile of 512 pixels)
+  // still spreads over threads; a fixed count rather than the thread count keeps the result bitwise the same at
+  // any number of threads.
+  constexpr int64_t kMinTasks = 4;
+  const int64_t group = std::max<int64_t>(1, std::min<int64_t>({total_rows, tile_pixels / std::max<int64_t>(W, 1),
+                                                                (total_rows + kMinTasks - 1) / kMinTasks}));
   const int64_t tasks = (total_rows + group - 1) / group;
   at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
     std::vector<float> hbuf((std::min(group, H) + 2 * R) * W * (R + 1) * C);
@@ -218,7 +223,7 @@ torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, c
               " elements, got ", bias.numel());
   auto out = torch::empty({N, Cout, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (out.numel() == 0) return out;
-  const auto mix = mixing.contiguous();
+  const auto& mix = mixing;  // any strides: the product reads a transposed matrix as it is
   const auto shift = (bias.defined() && bias.numel() > 0) ? bias.contiguous() : torch::Tensor();
   float* dst = out.data_ptr<float>();
   const float* shift_ptr = shift.defined() ? shift.data_ptr<float>() : nullptr;
