@@ -30,14 +30,13 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 
 from monai_sre.layers import SREConv
 from monai_sre.layers.ring_ops import band_sum, batch_chunks, channels_last_strides, conv_nd, cpu_chunk_bytes
-from suite import interleaved_medians  # this script's own folder
+from suite import CLOCKS, interleaved_medians  # this script's own folder
 
 __all__ = ["SHAPES", "variants", "compare", "main"]
 
@@ -140,8 +139,7 @@ def compare(shapes: Sequence[tuple[int, int, int, int, int]] = SHAPES, repeats: 
                 error = ((fn() - reference).abs().max() / reference.abs().max()).item()
                 row["error"][name] = error
                 assert error < 1e-4, f"{name} differs from the dense path by {error:.1e} at {row}"
-            timer = time.process_time if clock == "cpu" else time.perf_counter
-            medians = interleaved_medians(fns, repeats, warmups=3, clock=timer)
+            medians = interleaved_medians(fns, repeats, warmups=3, clock=CLOCKS[clock])
             row["ms"] = {name: 1000 * t for name, t in medians.items()}
         rows.append(row)
     return rows
@@ -152,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per variant, median reported (default 20)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall-clock time, or the process's CPU time (steadier with --threads 1 on a shared machine)")
     args = p.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:

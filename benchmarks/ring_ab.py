@@ -34,7 +34,7 @@ from torch import nn
 
 import monai_sre.layers.sre_conv as sre_conv
 from monai_sre.layers import SREConv, ring_ops
-from suite import LAYER_BATCH, LAYER_SHAPES, NETWORK_CASES, build_network, interleaved_medians  # own folder
+from suite import CLOCKS, LAYER_BATCH, LAYER_SHAPES, NETWORK_CASES, build_network, interleaved_medians  # own folder
 
 __all__ = ["load_base_ring_ops", "compare", "main"]
 
@@ -145,12 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2, 3])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall-clock time, or the process's CPU time (steadier on a shared machine, one thread)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     variants = {"old": load_base_ring_ops(args.base), "new": ring_ops}
     print(f"ring_ops.py of {args.base} (old) against this checkout (new); torch {torch.__version__}, "

@@ -17,9 +17,10 @@ Two suites, both printing Markdown tables with ratios:
   memory after the warm-up step, which holds one-off costs such as ``path="auto"``'s measurements, on CUDA), while
   the driver interleaves the workers' timed steps round by round.
 
-Timing: one warm-up step, then rounds that run every contestant once each, interleaved; the median over rounds is
-reported, since other processes sharing the CPU slow some rounds down. Contestants whose warm-up step exceeds
-``slow_seconds`` get one timed round (the relative noise of such long steps is small).
+Timing: one warm-up step (two for networks: the first pays one-off costs such as building the C++ kernel), then rounds
+that run every contestant once each, interleaved; the median over rounds is reported, since other processes sharing
+the CPU slow some rounds down. Contestants whose (last) warm-up step exceeds ``slow_seconds`` get one timed round (the
+relative noise of such long steps is small).
 
 The baselines need ``pip install "monai-sre[bench]"`` (sre-conv, gmr-conv, torchio, torchvision).
 
@@ -123,6 +124,10 @@ NETWORK_CASES: tuple[NetworkCase, ...] = (
     NetworkCase("3D 1x32^3", 3, 1, 32, 4, 11, ("monai_sre", "sre-conv", "monai"), gpu_batch=16),
     NetworkCase("3D 1x28^3", 3, 1, 28, 4, 11, ("monai_sre", "sre-conv", "monai"), gpu_batch=16),
 )
+#: The benchmark scripts' ``--clock`` choices: wall-clock time, or the process's CPU time (steadier with one thread on
+#: a shared machine: it leaves out the time other jobs hold the core).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
 #: Precisions of the network suite: float32, and bfloat16 autocast (forward under ``torch.autocast``, as in
 #: mixed-precision training; parameters, gradients and optimizer in float32).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -554,7 +559,7 @@ def benchmark_networks(
     """Training-step and inference throughput and peak training memory of the networks of each case.
 
     Each network lives in its own worker process (a fresh interpreter), so its memory is measured alone; the driver
-    runs one warm-up training step and inference per worker, then ``repeats`` rounds that interleave the workers (a
+    runs two warm-up training steps and one inference per worker, then ``repeats`` rounds that interleave the workers (a
     training step and an inference each), then asks every worker for its peak memory. A training step is SGD
     (momentum 0.9) on a cross-entropy loss of a random batch.
 
@@ -562,7 +567,7 @@ def benchmark_networks(
         cases: the comparisons; None runs :data:`NETWORK_CASES`.
         repeats: timed rounds (the median is reported).
         device: torch device (``"cpu"``, ``"cuda"``, ...).
-        slow_seconds: networks whose warm-up training step takes longer get one timed round.
+        slow_seconds: networks whose second warm-up training step takes longer get one timed round.
         progress: called with a line of text after each case (e.g. ``print``).
         precisions: among :data:`PRECISIONS`; each case runs in each.
 
@@ -589,6 +594,9 @@ def benchmark_networks(
             results = [_NetworkResult(w.model, w.ask(None)) for w in workers]
             slow = set()
             for w in workers:
+                # The first step pays one-off costs (in a fresh process: the C++ kernel's build or load, oneDNN's
+                # primitives); the second tells a slow network (a first build once gave sre_resnet18 one round).
+                w.ask("train")
                 if w.ask("train") > slow_seconds:
                     slow.add(w.model)
                 w.ask("infer")

@@ -127,6 +127,28 @@ def test_network_suite_measures_throughput_memory_and_ratios():
         bench.benchmark_networks([case], precisions=("fp16",))
 
 
+def test_a_slow_first_step_alone_does_not_cut_a_network_to_one_round(monkeypatch):
+    class Worker:  # the driver's view of a worker process: its first training step pays a build
+        def __init__(self, model, case, device, threads, precision):
+            self.model, self.steps = model, 0
+
+        def ask(self, command):
+            if command == "train":
+                self.steps += 1
+                return 30.0 if self.steps == 1 or self.model == "monai" else 0.01
+            return 1000 if command is None else 0.01 if command == "infer" else 2**20 if command == "memory" else None
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(bench, "_Worker", Worker)
+    case = bench.NetworkCase("fake", 2, 3, 16, 2, 3, ("monai_sre", "monai"))
+    rows = bench.benchmark_networks([case], repeats=3, precisions=("fp32",), slow_seconds=20.0)
+    rounds = {r["model"]: r["rounds"] for r in rows}
+    assert rounds == {"monai_sre": 3, "monai": 1}  # slow at its first step only: all rounds; slow throughout: one
+    assert {r["model"]: r["train_ms"] for r in rows} == {"monai_sre": 10.0, "monai": 30000.0}
+
+
 def test_cases_take_the_batch_of_the_device():
     by_name = {c.name: c for c in bench.NETWORK_CASES}
     assert by_name["2D 3x32x32"].batch_on("cpu") == 32 and by_name["2D 3x32x32"].batch_on("cuda:0") == 128

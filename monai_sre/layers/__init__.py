@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from monai_sre.layers.convert import convert_to_sre, find_symmetry_breakers, project_dense_kernel
 from monai_sre.layers.gradient_norm import GradientNormActivation, gradient_norm, gradient_norm_activation
-from monai_sre.layers.norm_folding import batch_norm_affine, conv_norm
+from monai_sre.layers.norm_folding import batch_norm_affine, conv_norm, sequential_conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample, symmetric_output_size, symmetric_window
 from monai_sre.layers.rings import OUTSIDE, num_rings_default, ring_index, ring_sizes
 from monai_sre.layers.sre_conv import (
@@ -51,6 +51,7 @@ __all__ = [
     "gradient_norm_activation",
     "batch_norm_affine",
     "conv_norm",
+    "sequential_conv_norm",
     "DOWNSAMPLE_MODES",
     "SymmetricDownsample",
     "symmetric_output_size",

@@ -37,7 +37,7 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from monai_sre.layers.gradient_norm import gradient_norm_activation
-from monai_sre.layers.norm_folding import conv_norm
+from monai_sre.layers.norm_folding import conv_norm, sequential_conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample
 from monai_sre.layers.rings import taps_inside
 from monai_sre.layers.sre_conv import SREConv, set_band_scale_
@@ -186,10 +186,12 @@ class SREResNetBlock(nn.Module):
         if torch.jit.is_scripting():
             out = self.act1(self.bn1(self.conv1(x)))
             out = self.bn2(self.conv2(out))
+            if self.downsample is not None:
+                residual = self.downsample(x)
         else:
             out = self._branch(x)
-        if self.downsample is not None:
-            residual = self.downsample(x)
+            if self.downsample is not None:
+                residual = self._shortcut(x)
         out += residual
         return self.act(out)
 
@@ -197,6 +199,10 @@ class SREResNetBlock(nn.Module):
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
         # inference folds each BatchNorm into its SRE convolution (same numbers, one pass less)
         return conv_norm(self.conv2, self.bn2, self.act1(conv_norm(self.conv1, self.bn1, x)))
+
+    @torch.jit.unused
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return sequential_conv_norm(self.downsample, x)
 
 
 class SREResNetBottleneck(nn.Module):
@@ -257,7 +263,7 @@ class SREResNetBottleneck(nn.Module):
             out = self.act2(self._middle(out))
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
-            residual = self.downsample(x)
+            residual = self.downsample(x) if torch.jit.is_scripting() else self._shortcut(x)
         out += residual
         return self.act(out)
 
@@ -265,6 +271,10 @@ class SREResNetBottleneck(nn.Module):
     def _middle(self, x: torch.Tensor) -> torch.Tensor:
         # inference folds the BatchNorm into the SRE convolution (same numbers, one pass less)
         return conv_norm(self.conv2, self.bn2, x)
+
+    @torch.jit.unused
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return sequential_conv_norm(self.downsample, x)
 
 
 _BLOCKS: dict[str, type[SREResNetBlock | SREResNetBottleneck]] = {
@@ -564,7 +574,7 @@ class SREResNet(nn.Module):
         """
         self._check_input(x)
         x = self.stem_pool(x)
-        x = self.act(self.bn1(self.conv1(x)))
+        x = self.act(self.bn1(self.conv1(x)) if torch.jit.is_scripting() else self._stem(x))
         x = self.maxpool(x)
         x = self.layer1(x)
         x = self.layer2(x)
@@ -575,6 +585,11 @@ class SREResNet(nn.Module):
         if self.fc is not None:
             x = self.fc(x)
         return x
+
+    @torch.jit.unused
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        # inference folds the stem's BatchNorm into its SRE convolution (same numbers, one pass less)
+        return conv_norm(self.conv1, self.bn1, x)
 
 
 #: The architectures of the builders, as MONAI's ``resnet_params`` and torchvision's builders: depth ->

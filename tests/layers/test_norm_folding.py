@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from monai_sre import SREConv
-from monai_sre.layers import batch_norm_affine, conv_norm
+from monai_sre.layers import batch_norm_affine, conv_norm, sequential_conv_norm
 from monai_sre.networks import sre_resnet18, sre_resnet50
 
 _NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -93,11 +93,56 @@ def test_hooks_disable_folding():
     assert len(seen) == 2  # the hook saw the folded call too: it ran unfolded
 
 
-def test_other_modules_are_applied_unchanged():
-    conv = nn.Conv2d(4, 6, 3, padding=1).double()
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_dense_convolutions_fold_with_the_same_values_and_gradients(monkeypatch, dims, bias):
+    torch.manual_seed(dims)
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](4, 6, 3, stride=2, padding=1, bias=bias).double()
+    norm = _randomized(_NORMS[dims](6).double()).eval()
+    x = torch.randn(2, 4, *([7] * dims), dtype=torch.float64, requires_grad=True)
+    params = [x, *conv.parameters(), *norm.parameters()]
+    expected = norm(conv(x))
+    monkeypatch.setattr(_NORMS[dims], "forward", lambda *a: pytest.fail("the norm ran: not folded"))
+    folded = conv_norm(conv, norm, x)
+    torch.testing.assert_close(folded, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad(expected, params, g), torch.autograd.grad(folded, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+class _Doubled(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+@pytest.mark.parametrize("conv", [nn.ConvTranspose2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1,
+                                  padding_mode="reflect"), _Doubled(4, 6, 3, padding=1)])
+def test_other_modules_are_applied_unchanged(conv):
+    conv = conv.double()
     norm = _randomized(nn.BatchNorm2d(6).double()).eval()
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(conv_norm(conv, norm, x), norm(conv(x)), rtol=0, atol=0)
+
+
+def test_sequential_conv_norm_folds_a_projection_shortcut_and_calls_anything_else():
+    shortcut = nn.Sequential(nn.Conv2d(4, 6, 1, bias=False), _randomized(nn.BatchNorm2d(6))).double().eval()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    seen = []
+    shortcut[1].register_forward_pre_hook(lambda *a: seen.append(1))
+    torch.testing.assert_close(sequential_conv_norm(shortcut, x), shortcut(x), rtol=1e-12, atol=1e-12)
+    assert len(seen) == 2  # a hook on the norm: run unfolded, so the hook sees both calls
+    plain = nn.Sequential(nn.Conv2d(4, 6, 1), _randomized(nn.BatchNorm2d(6))).double().eval()
+    norm_runs = []
+    monkey = plain[1].forward
+    plain[1].forward = lambda y: norm_runs.append(1) or monkey(y)  # an instance attribute, not a hook
+    torch.testing.assert_close(sequential_conv_norm(plain, x), nn.Sequential(plain[0], nn.Identity())(x) *
+                               batch_norm_affine(plain[1])[0].view(1, 6, 1, 1) +
+                               batch_norm_affine(plain[1])[1].view(1, 6, 1, 1), rtol=1e-12, atol=1e-12)
+    assert not norm_runs  # folded: the norm's own forward never ran
+    three = nn.Sequential(nn.Conv2d(4, 6, 1), nn.BatchNorm2d(6), nn.ReLU()).double().eval()
+    torch.testing.assert_close(sequential_conv_norm(three, x), three(x), rtol=0, atol=0)
+    identity = nn.Identity()
+    assert sequential_conv_norm(identity, x) is x
 
 
 @pytest.mark.parametrize("builder,dims", [(sre_resnet18, 2), (sre_resnet18, 3), (sre_resnet50, 2)])

@@ -99,6 +99,22 @@ def test_cpp_network_keeps_exact_quarter_turn_invariance():
             torch.testing.assert_close(net(torch.rot90(x, turns, (2, 3))), logits, rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize("bands", [[0, 1, 2, 3], [1, 2], [0, 2, 3], [3]])
+def test_disk_mixing_is_the_difference_of_consecutive_bands_in_both_layouts(bands):
+    torch.manual_seed(4)
+    weight = torch.randn(6, 5, 4)  # (Cout, Cin, rings)
+    w = weight[:, :, bands]
+    v = w - torch.cat([w[:, :, 1:], torch.zeros_like(w[:, :, :1])], dim=2)  # V_i = W_i - W_{i+1}, the last W
+    forward = ring_cpp.disk_mixing(weight, bands)
+    assert forward.shape == (len(bands) * 5, 6)
+    assert torch.equal(forward, v.permute(2, 1, 0).reshape(-1, 6))  # row i * Cin + c = V_i[:, c]
+    transposed = ring_cpp.disk_mixing(weight, bands, transposed=True)
+    assert transposed.shape == (len(bands) * 6, 5) and transposed.is_contiguous()
+    assert torch.equal(transposed, v.permute(2, 0, 1).reshape(-1, 5))  # row i * Cout + o = V_i[o, :]
+    with pytest.raises(RuntimeError, match="band 4 outside 0..3"):
+        ring_cpp.disk_mixing(weight, [2, 4])
+
+
 def test_disk_widths_of_the_default_9x9_map_and_maps_it_refuses():
     index = ring_index(9, 2)
     widths = ring_cpp.disk_widths(index, list(range(5)))

@@ -308,6 +308,34 @@ torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, c
   return out;
 }
 
+// The mixing matrices of band weights (Cout, C, rings), float32: V_i = W_{bands[i]} - W_{bands[i + 1]} (the last one
+// W_{bands[n - 1]}), in one pass over the weights. transposed = false: (Cout, n * C), row o = [V_0[o, :], ...,
+// V_{n-1}[o, :]], returned as its transposed view (n * C, Cout), the forward product's right operand as it reads
+// it; true: (n * Cout, C), row i * Cout + o = V_i[o, :], the input gradient's.
+torch::Tensor disk_mixing(const torch::Tensor& weight, const std::vector<int64_t>& bands, bool transposed) {
+  TORCH_CHECK(weight.dim() == 3 && weight.scalar_type() == torch::kFloat && weight.device().is_cpu(),
+              "disk_mixing: weight must be a float32 CPU tensor (Cout, C, rings), got ", weight.sizes());
+  const auto w = weight.contiguous();
+  const int64_t Cout = w.size(0), C = w.size(1), rings = w.size(2), n = static_cast<int64_t>(bands.size());
+  TORCH_CHECK(n >= 1, "disk_mixing: no bands");
+  for (const int64_t b : bands) TORCH_CHECK(b >= 0 && b < rings, "disk_mixing: band ", b, " outside 0..", rings - 1);
+  auto v = transposed ? torch::empty({n * Cout, C}, w.options()) : torch::empty({Cout, n * C}, w.options());
+  const float* src = w.data_ptr<float>();
+  float* dst = v.data_ptr<float>();
+  at::parallel_for(0, Cout, 16, [&](int64_t first, int64_t last) {
+    for (int64_t o = first; o < last; ++o) {
+      for (int64_t c = 0; c < C; ++c) {
+        const float* r = src + (o * C + c) * rings;
+        for (int64_t i = 0; i < n; ++i) {
+          const float value = i + 1 < n ? r[bands[i]] - r[bands[i + 1]] : r[bands[i]];
+          dst[transposed ? (i * Cout + o) * C + c : (o * n + i) * C + c] = value;
+        }
+      }
+    }
+  });
+  return transposed ? v : v.t();
+}
+
 // The backward of disk_conv2d from the disk sums of the output gradient (the disks are symmetric, so summing over
 // them is its own adjoint): grad_x = D(grad) @ mixing_t, and grad_v[b] = sum over pixels of D_b(grad)^T x, the
 // gradient of the disk mixing V. grad: (N, Cout, H, W), x: (N, C, H, W), both channels-last float32; mixing_t:
@@ -353,4 +381,5 @@ std::vector<torch::Tensor> disk_conv2d_backward(const torch::Tensor& grad, const
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("disk_conv2d", &disk_conv2d, "Fused 2D SRE convolution on CPU (disk sums and one product per tile)");
   m.def("disk_conv2d_backward", &disk_conv2d_backward, "Its input gradient and disk-mixing gradient");
+  m.def("disk_mixing", &disk_mixing, "The disk-mixing matrix of band weights (or its input-gradient layout)");
 }
