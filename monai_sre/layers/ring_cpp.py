@@ -155,10 +155,10 @@ def disk_mixing(weight: torch.Tensor, bands: list[int], transposed: bool = False
     W_{bands[i+1]}`` (the last one ``W``), as ``(len(bands) * Cin, Cout)`` rows ``i * Cin + c``; ``transposed`` gives
     ``(len(bands) * Cout, Cin)`` for the input gradient.
 
-    Formed by the compiled kernel in one pass over the weights (the forward matrix as the transposed view of a
-    ``(Cout, bands * Cin)`` tensor, which the product reads as it is): torch operators took 7 ms for 512 channels
-    with a gather and a transposing copy, 0.5 ms as a difference of strided views, and their calls were 1.5% of
-    SRE-ResNet-18's inference.
+    Formed by the compiled kernel in one pass over the weights, a contiguous row per band and output channel (the
+    forward matrix as the transposed view of a ``(Cout, bands * Cin)`` tensor, which the product reads as it is):
+    0.24 ms for 512 channels, one thread, where torch operators took 7 ms with a gather and a transposing copy and
+    0.30 ms as a difference of strided views.
 
     Raises:
         RuntimeError: when the kernel is not available (:func:`cpp_available`).

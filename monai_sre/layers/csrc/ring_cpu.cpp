@@ -324,11 +324,15 @@ torch::Tensor disk_mixing(const torch::Tensor& weight, const std::vector<int64_t
   float* dst = v.data_ptr<float>();
   at::parallel_for(0, Cout, 16, [&](int64_t first, int64_t last) {
     for (int64_t o = first; o < last; ++o) {
-      for (int64_t c = 0; c < C; ++c) {
-        const float* r = src + (o * C + c) * rings;
-        for (int64_t i = 0; i < n; ++i) {
-          const float value = i + 1 < n ? r[bands[i]] - r[bands[i + 1]] : r[bands[i]];
-          dst[transposed ? (i * Cout + o) * C + c : (o * n + i) * C + c] = value;
+      const float* w_o = src + o * C * rings;  // (C, rings)
+      for (int64_t i = 0; i < n; ++i) {  // one contiguous row of C per band: V_i[o, :]
+        float* __restrict__ out = dst + (transposed ? i * Cout + o : o * n + i) * C;
+        const float* __restrict__ band = w_o + bands[i];
+        if (i + 1 < n) {
+          const float* __restrict__ next = w_o + bands[i + 1];
+          for (int64_t c = 0; c < C; ++c) out[c] = band[c * rings] - next[c * rings];
+        } else {
+          for (int64_t c = 0; c < C; ++c) out[c] = band[c * rings];
         }
       }
     }
