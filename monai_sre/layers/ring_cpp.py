@@ -47,8 +47,8 @@ TILE_PIXELS = 512
 #: ``path="auto"`` takes the C++ path for a layer whose product depth (bands x input channels per group) is at most
 #: this, the deepest product measured. Inference of one layer, batch 32, decomposed / C++ (`benchmarks/band_mixing.py`,
 #: 2-vCPU AVX-512 EPYC VM), one thread (process CPU time) and two (wall clock): 64 channels 32x32 k=9 (depth 320)
-#: 1.25x and 1.62x; 128 channels 16x16 k=9 (640) 1.27x and 1.36x; 256 channels 8x8 k=5 (768) 1.08x and 1.24x;
-#: 512 channels 4x4 k=5 (1536) 1.03x and 1.22x; 1024 channels 4x4 k=5 (3072), one thread: 0.99x.
+#: 1.21x and 1.71x; 128 channels 16x16 k=9 (640) 1.29x and 1.44x; 256 channels 8x8 k=5 (768) 1.09x and 1.13x;
+#: 512 channels 4x4 k=5 (1536) 1.03x and 1.13x; 1024 channels 4x4 k=5 (3072), one thread: 0.99x.
 CPP_MAX_DEPTH = 3072
 
 _SOURCE = Path(__file__).with_name("csrc") / "ring_cpu.cpp"
