@@ -39,6 +39,7 @@ from torch import nn
 from monai_sre.layers.gradient_norm import gradient_norm_activation
 from monai_sre.layers.norm_folding import conv_norm, sequential_conv_norm
 from monai_sre.layers.pooling import DOWNSAMPLE_MODES, SymmetricDownsample
+from monai_sre.layers.ring_ops import channels_last
 from monai_sre.layers.rings import taps_inside
 from monai_sre.layers.sre_conv import SREConv, set_band_scale_
 
@@ -573,6 +574,11 @@ class SREResNet(nn.Module):
             ValueError: for an input of the wrong rank or channel count, or smaller than :attr:`min_input_size`.
         """
         self._check_input(x)
+        if self.spatial_dims == 2 and x.device.type == "cpu":
+            # channels-last from the start, so that the stem's output and its norm and activation are stored as the
+            # SRE layers' CPU paths read them: the 2D training step 5% faster (692 -> 658 ms, one thread, batch 32 of
+            # 3x32x32; inference and 3D unchanged), outputs the same
+            x = channels_last(x)
         x = self.stem_pool(x)
         x = self.act(self.bn1(self.conv1(x)) if torch.jit.is_scripting() else self._stem(x))
         x = self.maxpool(x)

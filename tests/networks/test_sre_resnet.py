@@ -189,6 +189,21 @@ def test_anisotropic_stem_runs_and_keeps_flip_invariance():
     assert torch.allclose(y, y[:1].expand_as(y), rtol=1e-5, atol=1e-5 * y[0].abs().max().item())
 
 
+def test_2d_cpu_input_is_stored_channels_last_from_the_stem_on_with_the_same_outputs():
+    torch.manual_seed(3)
+    net = sre_resnet18(spatial_dims=2, n_input_channels=3, num_classes=4, widen_factor=0.25)
+    x = torch.randn(2, 3, 16, 16)
+    stems = []
+    net.conv1.register_forward_hook(lambda module, inputs, output: stems.append(output))
+    for mode in ("train", "eval"):
+        getattr(net, mode)()
+        with torch.no_grad():
+            out = net(x)
+            assert stems[-1].is_contiguous(memory_format=torch.channels_last)  # the stem's output too
+            torch.testing.assert_close(net(x.contiguous(memory_format=torch.channels_last)), out, rtol=0, atol=0)
+    assert x.is_contiguous()  # the caller's tensor is untouched
+
+
 def test_minimum_input_size():
     assert sre_resnet10(spatial_dims=2, n_input_channels=1).min_input_size == (5, 5)
     monai_like = sre_resnet10(spatial_dims=2, n_input_channels=1, conv1_t_stride=2, no_max_pool=False)
