@@ -8,9 +8,12 @@ In inference a BatchNorm with running statistics is a fixed per-channel affine m
 convolution with scaled weights and a shifted bias. On the ring-decomposed path of an SRE convolution the folded
 weights are just the mixing matrices scaled per output channel, so the norm's pass over the feature map disappears
 (about 5-8% of an SRE-ResNet's inference on CPU); the dense 1x1 shortcut convolutions and their norms fold the same
-way. Nothing is folded in place: the modules, their state dicts and training are unchanged, and folding is skipped
-wherever it could change behaviour (training mode, no running statistics, hooks on either module, an SRE layer's
-dense path whose kernel is cached, subclasses of torch's convolutions and padding modes other than zeros).
+way. A residual block's ending (``act(norm(conv(x)) + shortcut)``) goes through the same call, so that on the C++
+path the shortcut's add and a ReLU are applied to the convolution's output tiles while they are in cache (inference
+1.07x as fast at two threads). Nothing is folded in place: the modules, their state dicts and training are
+unchanged, and folding is skipped wherever it could change behaviour (training mode, no running statistics, hooks on
+either module or the activation, an SRE layer's dense path whose kernel is cached, subclasses of torch's convolutions
+and padding modes other than zeros).
 """
 
 from __future__ import annotations
@@ -55,32 +58,45 @@ def _has_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
 
 
-def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None,
+              act: nn.Module | None = None) -> torch.Tensor:
     """``norm(conv(x))``, computed as one convolution when ``norm`` is an inference-mode BatchNorm after an
     :class:`~monai_sre.layers.SREConv` on its ring-decomposed path or after torch's own ``nn.Conv1d/2d/3d`` with zero
-    padding.
+    padding; then ``+= residual`` and ``act`` when given, which an SRE layer on the C++ path applies in the same call
+    when ``act`` is a plain ``nn.ReLU`` (:meth:`~monai_sre.layers.SREConv.forward_affine`).
 
     Args:
         conv: the convolution.
         norm: the normalisation after it.
         x: input of ``conv``.
+        residual: added to the normalised output (a residual block's shortcut), or None.
+        act: the activation applied last, or None.
 
     Returns:
-        ``norm(conv(x))`` (the same numbers to float rounding).
+        ``act(norm(conv(x)) + residual)`` (the same numbers to float rounding).
     """
     if not (_has_hooks(conv) or _has_hooks(norm)):
         if isinstance(conv, SREConv):
             affine = batch_norm_affine(norm) if conv.use_decomposed() else None
             if affine is not None:
-                return conv.forward_affine(x, *affine)
+                relu = type(act) is nn.ReLU and not _has_hooks(act)  # any other activation runs as itself
+                out = conv.forward_affine(x, *affine, residual=residual, relu=relu)
+                return act(out) if act is not None and not relu else out
         elif type(conv) in _DENSE_CONVS and conv.padding_mode == "zeros":  # a subclass may compute otherwise
             affine = batch_norm_affine(norm)
             if affine is not None:
                 scale, shift = affine
                 weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
                 bias = shift if conv.bias is None else conv.bias * scale + shift
-                return conv_nd(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return norm(conv(x))
+                out = conv_nd(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+                return _finish(out, residual, act)
+    return _finish(norm(conv(x)), residual, act)
+
+
+def _finish(out: torch.Tensor, residual: torch.Tensor | None, act: nn.Module | None) -> torch.Tensor:
+    if residual is not None:
+        out += residual
+    return act(out) if act is not None else out
 
 
 def sequential_conv_norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -183,23 +183,23 @@ class SREResNetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(x)
-        residual = x
         if torch.jit.is_scripting():
+            residual = x
             out = self.act1(self.bn1(self.conv1(x)))
             out = self.bn2(self.conv2(out))
             if self.downsample is not None:
                 residual = self.downsample(x)
-        else:
-            out = self._branch(x)
-            if self.downsample is not None:
-                residual = self._shortcut(x)
-        out += residual
-        return self.act(out)
+            out += residual
+            return self.act(out)
+        return self._block(x)
 
     @torch.jit.unused
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        # inference folds each BatchNorm into its SRE convolution (same numbers, one pass less)
-        return conv_norm(self.conv2, self.bn2, self.act1(conv_norm(self.conv1, self.bn1, x)))
+    def _block(self, x: torch.Tensor) -> torch.Tensor:
+        # inference folds each BatchNorm into its SRE convolution (same numbers, one pass less), and on the C++ path
+        # the shortcut's add and the ReLUs into the convolutions' output tiles (no passes of their own)
+        out = conv_norm(self.conv1, self.bn1, x, act=self.act1)
+        residual = x if self.downsample is None else self._shortcut(x)
+        return conv_norm(self.conv2, self.bn2, out, residual=residual, act=self.act)
 
     @torch.jit.unused
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
@@ -580,7 +580,7 @@ class SREResNet(nn.Module):
             # either order first, one thread, batch 32 of 3x32x32; inference and 3D unchanged), outputs the same
             x = channels_last(x)
         x = self.stem_pool(x)
-        x = self.act(self.bn1(self.conv1(x)) if torch.jit.is_scripting() else self._stem(x))
+        x = self.act(self.bn1(self.conv1(x))) if torch.jit.is_scripting() else self._stem(x)
         x = self.maxpool(x)
         x = self.layer1(x)
         x = self.layer2(x)
@@ -594,8 +594,9 @@ class SREResNet(nn.Module):
 
     @torch.jit.unused
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        # inference folds the stem's BatchNorm into its SRE convolution (same numbers, one pass less)
-        return conv_norm(self.conv1, self.bn1, x)
+        # inference folds the stem's BatchNorm (and on the C++ path its ReLU) into its SRE convolution (same
+        # numbers, one pass less)
+        return conv_norm(self.conv1, self.bn1, x, act=self.act)
 
 
 #: The architectures of the builders, as MONAI's ``resnet_params`` and torchvision's builders: depth ->

@@ -77,7 +77,7 @@ def test_training_mode_is_not_folded_and_updates_running_statistics(monkeypatch)
     conv, norm = _pair(2, False, True)
     norm.train()
     calls = []
-    monkeypatch.setattr(SREConv, "forward_affine", lambda *a: calls.append(a))
+    monkeypatch.setattr(SREConv, "forward_affine", lambda *a, **k: calls.append(a))
     before = norm.running_mean.clone()
     conv_norm(conv, norm, torch.randn(2, 4, 8, 8, dtype=torch.float64))
     assert not calls
@@ -153,7 +153,7 @@ def test_networks_fold_in_eval_with_the_same_outputs_and_gradients(monkeypatch, 
     x = torch.randn(2, 1, *([12] * dims), dtype=torch.float64, requires_grad=True)
     folds = []
     forward_affine = SREConv.forward_affine
-    monkeypatch.setattr(SREConv, "forward_affine", lambda *a: folds.append(1) or forward_affine(*a))
+    monkeypatch.setattr(SREConv, "forward_affine", lambda *a, **k: folds.append(1) or forward_affine(*a, **k))
     folded = net(x)
     assert len(folds) >= 4  # the wide SRE layers take the decomposed path and fold their norms
     (gx_folded,) = torch.autograd.grad(folded.sum(), x)  # eval with gradients (saliency): in-place residual add
@@ -167,3 +167,32 @@ def test_networks_fold_in_eval_with_the_same_outputs_and_gradients(monkeypatch, 
     assert calls
     torch.testing.assert_close(folded, unfolded, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gx_folded, gx, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", ["decomposed", "dense"])
+@pytest.mark.parametrize("act", [None, nn.ReLU(inplace=True), nn.LeakyReLU(0.1)])
+def test_residual_and_activation_are_applied_after_the_norm(path, act):
+    torch.manual_seed(5)
+    conv, norm = _pair(2, True, True, path=path)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    residual = torch.randn(2, 6, 8, 8, dtype=torch.float64, requires_grad=True)
+    expected = norm(conv(x)) + residual
+    expected = act(expected) if act is not None else expected
+    got = conv_norm(conv, norm, x, residual=residual, act=act)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad(expected, [x, residual], g), torch.autograd.grad(got, [x, residual], g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    if isinstance(act, nn.LeakyReLU):
+        assert (got < 0).any()  # the activation itself ran, not a ReLU in its place
+
+
+def test_a_hook_on_the_activation_sees_its_call():
+    conv, norm = _pair(2, False, True)
+    seen = []
+    act = nn.ReLU()
+    act.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_norm(conv, norm, x, act=act), torch.relu(norm(conv(x))))
+    assert seen == [torch.Size([2, 6, 8, 8])]

@@ -111,8 +111,73 @@ def test_disk_mixing_is_the_difference_of_consecutive_bands_in_both_layouts(band
     transposed = ring_cpp.disk_mixing(weight, bands, transposed=True)
     assert transposed.shape == (len(bands) * 6, 5) and transposed.is_contiguous()
     assert torch.equal(transposed, v.permute(2, 0, 1).reshape(-1, 5))  # row i * Cout + o = V_i[o, :]
+    scale = torch.randn(6)
+    assert torch.equal(ring_cpp.disk_mixing(weight, bands, scale=scale), (v * scale.view(6, 1, 1)).permute(2, 1, 0)
+                       .reshape(-1, 6))  # one output channel per column, scaled in the same pass
     with pytest.raises(RuntimeError, match="band 4 outside 0..3"):
         ring_cpp.disk_mixing(weight, [2, 4])
+    with pytest.raises(RuntimeError, match="scale must be a float32 CPU tensor of 6 elements"):
+        ring_cpp.disk_mixing(weight, bands, scale=torch.ones(5))
+
+
+def test_fused_inference_scales_and_adds_bias_residual_and_relu():
+    torch.manual_seed(6)
+    conv = SREConv(2, 16, 24, 9, path="cpp")
+    x, residual = torch.randn(3, 16, 11, 13), torch.randn(3, 24, 11, 13)
+    scale, bias = torch.rand(24) + 0.5, torch.randn(24)
+    dense = torch.nn.functional.conv2d(x.double(), conv.dense_kernel().detach().double(), padding=4)
+    want = dense * scale.double().view(1, -1, 1, 1) + bias.double().view(1, -1, 1, 1) + residual.double()
+    weight = conv.weight.detach()
+    args = (weight, bias, conv._disk_widths, conv._bands, scale)
+    plain = ring_cpp.fused_inference(x, *args, residual=residual)
+    assert _relative_error(plain, want) < 2e-6 and (plain < 0).any()
+    rectified = ring_cpp.fused_inference(x, *args, residual=residual, relu=True)
+    assert torch.equal(rectified, plain.clamp_min(0))  # the same sums, clamped in the tile
+    assert rectified.is_contiguous(memory_format=torch.channels_last)
+    without = ring_cpp.fused_inference(x, weight, None, conv._disk_widths, conv._bands)
+    assert _relative_error(without, dense.float()) < 2e-6
+    with pytest.raises(RuntimeError, match=r"residual must have the output's shape \(3, 24, 11, 13\)"):
+        ring_cpp.fused_inference(x, *args, residual=residual[:, :12])
+
+
+def test_inference_of_a_residual_ending_is_one_kernel_call_with_the_same_numbers(monkeypatch):
+    from monai_sre.layers import sre_conv
+
+    torch.manual_seed(7)
+    conv = SREConv(2, 16, 24, 9, path="auto")
+    x, residual = torch.randn(2, 16, 12, 12), torch.randn(2, 24, 12, 12)
+    scale, shift = torch.rand(24) + 0.5, torch.randn(24)
+    calls = []
+    monkeypatch.setattr(sre_conv, "fused_inference", lambda *a: calls.append(a) or ring_cpp.fused_inference(*a))
+    unfused = conv.forward_affine(x, scale, shift, residual=residual, relu=True)  # autograd on: the operators
+    assert not calls and unfused.requires_grad
+    with torch.no_grad():
+        fused = conv.forward_affine(x, scale, shift, residual=residual, relu=True)
+        assert len(calls) == 1
+        torch.testing.assert_close(fused, unfused.detach(), rtol=1e-5, atol=1e-5)
+        # a residual that broadcasts is added as `out += residual` by the operators, not by the kernel
+        row = residual[:1, :, :1]
+        torch.testing.assert_close(conv.forward_affine(x, scale, shift, residual=row), conv.forward_affine(
+            x, scale, shift) + row, rtol=1e-5, atol=1e-5)  # fmt: skip
+        assert len(calls) == 2  # only the call without a residual
+
+
+def test_cpp_network_inference_fuses_residual_adds_and_relus(monkeypatch):
+    from monai_sre.layers import sre_conv
+
+    torch.manual_seed(8)
+    net = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.25)
+    net(torch.randn(4, 1, 28, 28))  # running statistics that differ from the initial ones
+    net.eval()
+    calls = []
+    monkeypatch.setattr(sre_conv, "fused_inference", lambda *a: calls.append(a) or ring_cpp.fused_inference(*a))
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        fused = net(x)
+    residual_adds = [a for a in calls if a[6] is not None]
+    assert len(residual_adds) == 8 and all(a[7] for a in residual_adds)  # every block's end, with its ReLU
+    unfused = net(x)  # autograd on: every operator on its own
+    torch.testing.assert_close(fused, unfused.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_disk_widths_of_the_default_9x9_map_and_maps_it_refuses():

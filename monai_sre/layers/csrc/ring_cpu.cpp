@@ -277,10 +277,13 @@ std::vector<int64_t> check_widths(const torch::Tensor& widths) {
 
 // x: (N, C, H, W) float32 on CPU, stored channels-last. widths: (B, K) int64, the half-width of disk b in kernel
 // row k (-1: no taps), K = 2R + 1 odd. mixing: (B * C, Cout) float32, row b * C + c = V_b[:, c]. bias: (Cout,) or
-// an empty tensor. tile_pixels: about how many output pixels one product covers.
-// Returns (N, Cout, H, W) float32, stored channels-last (a tensor of its own, not a view).
+// an empty tensor. residual: an empty tensor or (N, Cout, H, W) float32 stored channels-last, added to the output;
+// relu: clamp the output at zero after that. tile_pixels: about how many output pixels one product covers.
+// Returns relu?(conv(x) + bias + residual), (N, Cout, H, W) float32 stored channels-last (a tensor of its own). The
+// bias, residual and ReLU are applied to each tile right after its product, while it is in cache: a residual
+// block's separate add and ReLU passes over memory are gone (inference only: no autograd).
 torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, const torch::Tensor& mixing,
-                          const torch::Tensor& bias, int64_t tile_pixels) {
+                          const torch::Tensor& bias, const torch::Tensor& residual, bool relu, int64_t tile_pixels) {
   check_input(x, "x");
   const auto table = check_widths(widths);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), B = widths.size(0), K = widths.size(1);
@@ -289,50 +292,73 @@ torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, c
   const int64_t Cout = mixing.size(1);
   TORCH_CHECK(!bias.defined() || bias.numel() == 0 || bias.numel() == Cout, "disk_conv2d: bias must have ", Cout,
               " elements, got ", bias.numel());
+  const bool add = residual.defined() && residual.numel() > 0;
+  if (add) {
+    check_input(residual, "residual");
+    TORCH_CHECK(residual.sizes() == torch::IntArrayRef({N, Cout, H, W}), "disk_conv2d: residual must have the "
+                "output's shape (", N, ", ", Cout, ", ", H, ", ", W, "), got ", residual.sizes());
+  }
   auto out = torch::empty({N, Cout, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (out.numel() == 0) return out;
   const auto& mix = mixing;  // any strides: the product reads a transposed matrix as it is
   const auto shift = (bias.defined() && bias.numel() > 0) ? bias.contiguous() : torch::Tensor();
   float* dst = out.data_ptr<float>();
   const float* shift_ptr = shift.defined() ? shift.data_ptr<float>() : nullptr;
+  const float* res_ptr = add ? residual.data_ptr<float>() : nullptr;
   for_each_tile(x, table, B, K, tile_pixels, [&](int64_t, int64_t r0, int64_t r1, float* sums) {
     const int64_t pixels = (r1 - r0) * W;
     auto rows = torch::from_blob(dst + r0 * W * Cout, {pixels, Cout}, x.options());
     at::mm_out(rows, torch::from_blob(sums, {pixels, B * C}, x.options()), mix);
-    if (shift_ptr != nullptr) {
-      float* o = dst + r0 * W * Cout;
-      for (int64_t p = 0; p < pixels; ++p)
-        for (int64_t c = 0; c < Cout; ++c) o[p * Cout + c] += shift_ptr[c];
+    if (shift_ptr == nullptr && res_ptr == nullptr && !relu) return;
+    float* __restrict__ o = dst + r0 * W * Cout;
+    const float* __restrict__ r = add ? res_ptr + r0 * W * Cout : nullptr;
+    for (int64_t p = 0; p < pixels; ++p, o += Cout) {
+      if (shift_ptr != nullptr)
+        for (int64_t c = 0; c < Cout; ++c) o[c] += shift_ptr[c];
+      if (r != nullptr) {
+        for (int64_t c = 0; c < Cout; ++c) o[c] += r[c];
+        r += Cout;
+      }
+      if (relu)
+        for (int64_t c = 0; c < Cout; ++c) o[c] = std::max(o[c], 0.f);
     }
   });
   return out;
 }
 
 // The mixing matrices of band weights (Cout, C, rings), float32: V_i = W_{bands[i]} - W_{bands[i + 1]} (the last one
-// W_{bands[n - 1]}), in one pass over the weights. transposed = false: (Cout, n * C), row o = [V_0[o, :], ...,
-// V_{n-1}[o, :]], returned as its transposed view (n * C, Cout), the forward product's right operand as it reads
-// it; true: (n * Cout, C), row i * Cout + o = V_i[o, :], the input gradient's.
-torch::Tensor disk_mixing(const torch::Tensor& weight, const std::vector<int64_t>& bands, bool transposed) {
+// W_{bands[n - 1]}), times scale[o] per output channel when scale (Cout,) is not empty (an inference-mode norm
+// folded in the same pass), in one pass over the weights. transposed = false: (Cout, n * C), row o = [V_0[o, :],
+// ..., V_{n-1}[o, :]], returned as its transposed view (n * C, Cout), the forward product's right operand as it
+// reads it; true: (n * Cout, C), row i * Cout + o = V_i[o, :], the input gradient's.
+torch::Tensor disk_mixing(const torch::Tensor& weight, const std::vector<int64_t>& bands, bool transposed,
+                          const torch::Tensor& scale) {
   TORCH_CHECK(weight.dim() == 3 && weight.scalar_type() == torch::kFloat && weight.device().is_cpu(),
               "disk_mixing: weight must be a float32 CPU tensor (Cout, C, rings), got ", weight.sizes());
   const auto w = weight.contiguous();
   const int64_t Cout = w.size(0), C = w.size(1), rings = w.size(2), n = static_cast<int64_t>(bands.size());
   TORCH_CHECK(n >= 1, "disk_mixing: no bands");
   for (const int64_t b : bands) TORCH_CHECK(b >= 0 && b < rings, "disk_mixing: band ", b, " outside 0..", rings - 1);
+  const bool scaled = scale.defined() && scale.numel() > 0;
+  TORCH_CHECK(!scaled || (scale.numel() == Cout && scale.scalar_type() == torch::kFloat && scale.device().is_cpu()),
+              "disk_mixing: scale must be a float32 CPU tensor of ", Cout, " elements, got ", scale.sizes());
+  const auto factors = scaled ? scale.contiguous() : torch::Tensor();
+  const float* factor = scaled ? factors.data_ptr<float>() : nullptr;
   auto v = transposed ? torch::empty({n * Cout, C}, w.options()) : torch::empty({Cout, n * C}, w.options());
   const float* src = w.data_ptr<float>();
   float* dst = v.data_ptr<float>();
   at::parallel_for(0, Cout, 16, [&](int64_t first, int64_t last) {
     for (int64_t o = first; o < last; ++o) {
       const float* w_o = src + o * C * rings;  // (C, rings)
+      const float f = scaled ? factor[o] : 1.f;
       for (int64_t i = 0; i < n; ++i) {  // one contiguous row of C per band: V_i[o, :]
         float* __restrict__ out = dst + (transposed ? i * Cout + o : o * n + i) * C;
         const float* __restrict__ band = w_o + bands[i];
         if (i + 1 < n) {
           const float* __restrict__ next = w_o + bands[i + 1];
-          for (int64_t c = 0; c < C; ++c) out[c] = band[c * rings] - next[c * rings];
+          for (int64_t c = 0; c < C; ++c) out[c] = (band[c * rings] - next[c * rings]) * f;
         } else {
-          for (int64_t c = 0; c < C; ++c) out[c] = band[c * rings];
+          for (int64_t c = 0; c < C; ++c) out[c] = band[c * rings] * f;
         }
       }
     }
