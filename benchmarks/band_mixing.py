@@ -12,7 +12,7 @@ ring-decomposed inference, each checked against the dense path before it is time
   feed its product);
 - ``1x1 convolutions``: the layer's band sums, each mixed by oneDNN's 1x1 convolution and added to the output;
 - ``C++ kernel``: the layer with ``path="cpp"`` (:mod:`~monai_sre.layers.ring_cpp`: disk sums of a tile of rows fed
-  into one product over all bands), where it can run (2D).
+  into one product over all bands; ball sums in 3D), where it can run.
 
 The two variants run in the layer's batch chunks (:func:`~monai_sre.layers.ring_ops.batch_chunks`, 1 MiB per
 thread), so that only the way the band sums reach the product differs.
@@ -40,11 +40,12 @@ from suite import CLOCKS, interleaved_medians  # this script's own folder
 
 __all__ = ["SHAPES", "variants", "compare", "main"]
 
-#: (spatial dims, batch, channels, size, kernel): SRE-ResNet-18's 2D stages and its first two 3D stages, at one
-#: batch chunk of the layer (1 MiB per thread) and at the network benchmark's CPU batch (32 in 2D, 4 in 3D).
+#: (spatial dims, batch, channels, size, kernel): SRE-ResNet-18's 2D and 3D stages, at one batch chunk of the layer
+#: (1 MiB per thread) and at the network benchmark's CPU batch (32 in 2D, 4 in 3D).
 SHAPES: tuple[tuple[int, int, int, int, int], ...] = (
     (2, 8, 64, 32, 9), (2, 32, 64, 32, 9), (2, 16, 128, 16, 9), (2, 32, 128, 16, 9), (2, 32, 256, 8, 5),
-    (2, 32, 512, 4, 5), (3, 1, 64, 32, 5), (3, 4, 64, 32, 5), (3, 4, 128, 16, 5),
+    (2, 32, 512, 4, 5), (3, 1, 64, 32, 5), (3, 4, 64, 32, 5), (3, 4, 128, 16, 5), (3, 4, 256, 8, 5),
+    (3, 4, 512, 4, 5),
 )
 
 
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     rows = compare(repeats=args.repeats, clock=args.clock)
-    names = list(dict.fromkeys(n for r in rows for n in r["ms"]))  # every variant, in order ("C++ kernel": 2D only)
+    names = list(dict.fromkeys(n for r in rows for n in r["ms"]))  # every variant, in order
     print(f"torch {torch.__version__}, {args.threads} threads, {torch.backends.cpu.get_cpu_capability()}, "
           f"{args.clock} clock; median ms (ratio to layer; > 1: slower)")
     print("| layer shape | " + " | ".join(names) + " |")

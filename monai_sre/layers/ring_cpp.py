@@ -2,22 +2,23 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The fused CPU path of a 2D SRE convolution: a C++ kernel (``csrc/ring_cpu.cpp``) compiled on first use.
+"""The fused CPU path of a 2D or 3D SRE convolution: a C++ kernel (``csrc/ring_cpu.cpp``) compiled on first use.
 
 The ring-decomposed path (:mod:`~monai_sre.layers.ring_ops`) sums every band with a oneDNN depthwise filter, one pass
 over memory per band, and folds each band into the output with its own matrix product. The C++ kernel forms, for a
-tile of output rows, the sums over *disks* (disk ``b`` = bands ``0..b``) from horizontal box sums of the input rows
-(for the default band maps row by row straight from the input, in L1; a few dozen adds per channel and pixel for a
-9x9 kernel instead of the 164 taps of the bands' boxes) in thread-local buffers, and multiplies them by the disk
-mixing matrix (``V_b = W_b - W_{b+1}``, formed by the kernel too) in one product per tile. The backward is the
-same kernel on the output gradient: its disk sums, once, give both the input gradient (with the transposed mixing:
-the disks are symmetric) and the mixing gradient.
+tile of output rows, the sums over *disks* (disk ``b`` = bands ``0..b``; balls in 3D) from horizontal box sums of
+the input rows (for the default band maps row by row straight from the input, in L1; a few dozen adds per channel
+and pixel for a 9x9 kernel instead of the 164 taps of the bands' boxes, and in 3D about four per channel and voxel
+for a 5x5x5 kernel instead of 153) in thread-local buffers, and multiplies them by the disk mixing matrix (``V_b =
+W_b - W_{b+1}``, formed by the kernel too) in one product per tile. The backward is the same kernel on the output
+gradient: its disk sums, once, give both the input gradient (with the transposed mixing: the disks are symmetric) and
+the mixing gradient.
 
-Scope: 2D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square kernel whose disks
-are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++ extensions
-(``monai._extensions``), it is built with :func:`torch.utils.cpp_extension.load` into PyTorch's extension cache the
-first time it runs (about 40 s; it needs a C++ compiler and ninja) and loaded from there afterwards; if the build
-fails the layer warns once and keeps the decomposed path. ``MONAI_SRE_CPP=0`` turns the path off.
+Scope: 2D and 3D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square or cubic
+kernel whose disks are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++
+extensions (``monai._extensions``), it is built with :func:`torch.utils.cpp_extension.load` into PyTorch's extension
+cache the first time it runs (about 40 s; it needs a C++ compiler and ninja) and loaded from there afterwards; if the
+build fails the layer warns once and keeps the decomposed path. ``MONAI_SRE_CPP=0`` turns the path off.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import torch
 
 from monai_sre.layers.ring_ops import channels_last
 
-__all__ = ["CPP_ENV", "TILE_PIXELS", "CPP_MAX_DEPTH", "disk_widths", "cpp_extension", "cpp_available", "disk_mixing",
-           "fused_inference", "FusedRingConv"]
+__all__ = ["CPP_ENV", "TILE_PIXELS", "CPP_MAX_DEPTH", "CPP_MAX_DEPTH_3D", "disk_widths", "cpp_extension",
+           "cpp_available", "disk_mixing", "fused_inference", "FusedRingConv"]
 
 #: Environment variable: ``0`` turns the C++ path off (``path="auto"`` keeps the decomposed path; ``path="cpp"``
 #: raises).
@@ -51,6 +52,13 @@ TILE_PIXELS = 512
 #: 1.21x and 1.71x; 128 channels 16x16 k=9 (640) 1.29x and 1.44x; 256 channels 8x8 k=5 (768) 1.09x and 1.13x;
 #: 512 channels 4x4 k=5 (1536) 1.03x and 1.13x; 1024 channels 4x4 k=5 (3072), one thread: 0.99x.
 CPP_MAX_DEPTH = 3072
+#: The same for 3D layers, which take the C++ path only with the default band maps of k <= 9 (their ball sums come
+#: from compile-time tables; the box-sum buffer of other maps is slower than the depthwise filters: 0.49-0.95x). One
+#: layer, batch 4, k=5, decomposed / C++ (`benchmarks/band_mixing.py`'s 3D cases, 2-vCPU AVX-512 EPYC VM), inference
+#: and training at one thread (CPU time) and two (wall clock): 1->64 channels at 32^3 (depth 3) 1.55x / 1.99x and
+#: 2.16x / 2.60x; 64 at 32^3 (192) 1.42x / 1.41x and 1.48x / 1.78x; 128 at 16^3 (384) 1.29x / 1.37x and 1.79x /
+#: 1.33x; 256 at 8^3 (768) 1.13x / 1.09x and 1.12x / 1.05x; 512 at 4^3 (1536) 0.99x / 0.92x and 1.44x / 1.03x.
+CPP_MAX_DEPTH_3D = 768
 
 _SOURCE = Path(__file__).with_name("csrc") / "ring_cpu.cpp"
 _lock = threading.Lock()
@@ -59,28 +67,31 @@ _MISSING = object()
 
 
 def disk_widths(ring_map: torch.Tensor, bands: list[int]) -> torch.Tensor | None:
-    """Half-width of every disk in every kernel row, the C++ kernel's description of a 2D band map.
+    """Half-width of every disk in every kernel row, the C++ kernel's description of a 2D or 3D band map.
 
-    Disk ``i`` holds the taps of bands ``bands[0..i]``. Each of its rows must be one run of columns centred on the
-    kernel's centre column (``|dx| <= w``), which holds for every band map whose bands grow with the distance.
+    Disk ``i`` holds the taps of bands ``bands[0..i]`` (a ball in 3D). Each of its rows (along the last axis) must be
+    one run of columns centred on the kernel's centre column (``|dx| <= w``), which holds for every band map whose
+    bands grow with the distance.
 
     Args:
-        ring_map: band index per tap, shape ``(k, k)`` (negative outside every band).
+        ring_map: band index per tap, shape ``(k, k)`` or ``(k, k, k)`` (negative outside every band).
         bands: the non-empty bands, in increasing order.
 
     Returns:
-        int64 ``(len(bands), k)``: ``w`` per disk and row, ``-1`` for a row without taps; None when the map is not
-        square with odd size or a disk row is not a centred run (the kernel cannot run it).
+        int64 ``(len(bands), k)`` (2D) or ``(len(bands), k, k)`` (3D, row ``(z, y)``): ``w`` per disk and row, ``-1``
+        for a row without taps; None when the map is not a square or cube of odd size or a disk row is not a centred
+        run (the kernel cannot run it).
     """
-    if ring_map.dim() != 2 or ring_map.shape[0] != ring_map.shape[1] or ring_map.shape[0] % 2 == 0:
+    if ring_map.dim() not in (2, 3) or len(set(ring_map.shape)) != 1 or ring_map.shape[0] % 2 == 0:
         return None
     size, centre = ring_map.shape[0], ring_map.shape[0] // 2
     columns = torch.arange(size) - centre
-    widths = torch.full((len(bands), size), -1, dtype=torch.int64)
-    inside = torch.zeros_like(ring_map, dtype=torch.bool)
+    rows = ring_map.reshape(-1, size)  # every kernel row, (z, y) in 3D
+    widths = torch.full((len(bands), rows.shape[0]), -1, dtype=torch.int64)
+    inside = torch.zeros_like(rows, dtype=torch.bool)
     for i, band in enumerate(bands):
-        inside |= ring_map == band
-        for row in range(size):
+        inside |= rows == band
+        for row in range(rows.shape[0]):
             taken = columns[inside[row]]
             if len(taken) == 0:
                 continue
@@ -88,7 +99,7 @@ def disk_widths(ring_map: torch.Tensor, bands: list[int]) -> torch.Tensor | None
             if len(taken) != 2 * w + 1 or int(taken.min()) != -w:
                 return None
             widths[i, row] = w
-    return widths
+    return widths.view(len(bands), *ring_map.shape[:-1])
 
 
 def cpp_extension() -> Any | None:
@@ -194,9 +205,9 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     if module is None:
         raise RuntimeError("monai_sre: the fused CPU kernel is not available (see cpp_available()).")
     empty = x.new_empty(0)
-    return module.disk_conv2d(channels_last(x), widths, disk_mixing(weight, bands, scale=scale),
-                              bias if bias is not None else empty,
-                              channels_last(residual) if residual is not None else empty, relu, TILE_PIXELS)
+    return module.disk_conv(channels_last(x), widths, disk_mixing(weight, bands, scale=scale),
+                            bias if bias is not None else empty,
+                            channels_last(residual) if residual is not None else empty, relu, TILE_PIXELS)
 
 
 class FusedRingConv(torch.autograd.Function):
@@ -218,8 +229,8 @@ class FusedRingConv(torch.autograd.Function):
         ctx.operands = (widths, bands)
         ctx.has_bias = bias is not None
         empty = x.new_empty(0)
-        return cpp_extension().disk_conv2d(x, widths, disk_mixing(weight, bands),
-                                           bias if bias is not None else empty, empty, False, TILE_PIXELS)
+        return cpp_extension().disk_conv(x, widths, disk_mixing(weight, bands), bias if bias is not None else empty,
+                                         empty, False, TILE_PIXELS)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -228,12 +239,11 @@ class FusedRingConv(torch.autograd.Function):
         grad = channels_last(grad.to(x.dtype))
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         mixing_t = disk_mixing(weight, bands, transposed=True) if need_x else x.new_empty(0)
-        grad_x, grad_v = cpp_extension().disk_conv2d_backward(grad, x, widths, mixing_t, need_x, need_w,
-                                                              TILE_PIXELS)  # fmt: skip
+        grad_x, grad_v = cpp_extension().disk_conv_backward(grad, x, widths, mixing_t, need_x, need_w, TILE_PIXELS)
         grad_w = None
         if need_w:  # V_i = W_i - W_{i+1}, so dW_i = dV_i - dV_{i-1}
             previous = torch.cat([torch.zeros_like(grad_v[:1]), grad_v[:-1]])
             grad_w = torch.zeros_like(weight)
             grad_w.index_copy_(2, torch.tensor(bands, device=weight.device), (grad_v - previous).permute(1, 2, 0))
-        grad_b = grad.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_b = grad.sum([0, *range(2, grad.dim())]) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return (grad_x if need_x else None), grad_w, grad_b, None, None

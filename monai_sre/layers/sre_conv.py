@@ -13,15 +13,15 @@ The execution paths give the same result (to float tolerance):
 - ``"triton"`` runs the same decomposition as fused Triton kernels on CUDA (:mod:`monai_sre.layers.ring_triton`):
   band sums of a tile formed in registers and fed into one tensor-core product over all bands; stride 1, groups 1.
 - ``"cpp"`` runs it as a fused C++ kernel on CPU (:mod:`monai_sre.layers.ring_cpp`, compiled on first use): disk
-  sums of a tile of rows from horizontal box sums, fed into one product over all bands; 2D, float32, stride 1,
-  groups 1, dilation 1, zero padding of the kernel radius.
+  (ball) sums of a tile of rows from horizontal box sums, fed into one product over all bands; 2D and 3D, float32,
+  stride 1, groups 1, dilation 1, zero padding of the kernel radius.
 
 ``path="auto"`` (default) picks the fastest per layer. On CUDA it measures every available path the first time it
 meets an input (device, shape, memory format, dtype, autocast dtype and grad mode) and keeps the winner per layer;
 on CPU, where timings on shared cores are noisy and tests must be deterministic, it uses a cost model calibrated by
 measurement (:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd
-enabled) and inference, and runs a decomposed choice of a 2D layer with at most 3072 bands x channels on the C++
-kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`). ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too,
+enabled) and inference, and runs a decomposed choice of a layer with at most 3072 (2D) or 768 (3D) bands x channels
+on the C++ kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`, ``CPP_MAX_DEPTH_3D``). ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too,
 ``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the dense path elsewhere). Under ``torch.compile``
 nothing is measured: a choice measured before compiling is kept, otherwise the static one applies (on CPU the
 decomposed path, which the compiler can trace).
@@ -72,7 +72,14 @@ from monai_sre.layers.ring_ops import (
     time_call,
     triton_available,
 )
-from monai_sre.layers.ring_cpp import CPP_MAX_DEPTH, FusedRingConv, cpp_available, disk_widths, fused_inference
+from monai_sre.layers.ring_cpp import (
+    CPP_MAX_DEPTH,
+    CPP_MAX_DEPTH_3D,
+    FusedRingConv,
+    cpp_available,
+    disk_widths,
+    fused_inference,
+)
 from monai_sre.layers.rings import (
     OUTSIDE,
     normalize_kernel_size,
@@ -327,9 +334,14 @@ class _SREConvNd(nn.Module):
         # the Triton kernels' tap offsets per (padding, device), and the measured path per input key (path="auto")
         self._tap_offset_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._path_choice: dict[tuple, str] = {}
-        # the C++ kernel's disk rows (2D square kernels whose disks are centred runs of columns), else None
-        self._disk_widths = disk_widths(index, self._bands) if spatial_dims == 2 and not transposed else None
-        self._cpp_pays_off = in_channels // groups * len(self._bands) <= CPP_MAX_DEPTH
+        # the C++ kernel's disk rows (2D/3D square or cubic kernels whose disks are centred runs of columns), else None
+        self._disk_widths = disk_widths(index, self._bands) if spatial_dims in (2, 3) and not transposed else None
+        depth = in_channels // groups * len(self._bands)
+        if spatial_dims == 3:  # only the default maps' compile-time ball sums beat the depthwise filters in 3D
+            default_map = self.num_rings == num_rings_default(size, 3) and len(set(size)) == 1 and size[0] <= 9
+            self._cpp_pays_off = depth <= CPP_MAX_DEPTH_3D and default_map
+        else:
+            self._cpp_pays_off = depth <= CPP_MAX_DEPTH
         taps = band_taps(self._band_boxes)
         # The automatic choice, for inference and for training (forward+backward); both paths give the same result.
         costs = (in_channels, out_channels, groups, self.num_rings, math.prod(size))
@@ -469,8 +481,8 @@ class _SREConvNd(nn.Module):
 
     @torch.jit.unused
     def cpp_supported(self, x: torch.Tensor, padding: Sequence[int] | None = None) -> bool:
-        """Whether the C++ path can run on ``x``: a 2D layer with a square kernel, stride 1, dilation 1, groups 1,
-        zero padding of the kernel radius, a float32 CPU input outside CPU autocast, and the kernel built
+        """Whether the C++ path can run on ``x``: a 2D or 3D layer with a square (cubic) kernel, stride 1, dilation 1,
+        groups 1, zero padding of the kernel radius, a float32 CPU input outside CPU autocast, and the kernel built
         (:func:`~monai_sre.layers.ring_cpp.cpp_available`, which compiles it on the first call)."""
         padding = list(self.padding) if padding is None else list(padding)
         return (
@@ -514,9 +526,9 @@ class _SREConvNd(nn.Module):
             )
         if self.path == "cpp" and not self.cpp_supported(x, padding):
             raise ValueError(
-                f"SREConv(path='cpp') needs a 2D layer with a square kernel, stride 1, dilation 1, groups 1, zero "
-                f"padding of the kernel radius, a float32 CPU input outside autocast and the built C++ kernel "
-                f"(MONAI_SRE_CPP not 0); got kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"SREConv(path='cpp') needs a 2D or 3D layer with a square or cubic kernel, stride 1, dilation 1, "
+                f"groups 1, zero padding of the kernel radius, a float32 CPU input outside autocast and the built C++ "
+                f"kernel (MONAI_SRE_CPP not 0); got kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"dilation={self.dilation}, groups={self.groups}, padding={list(padding)} "
                 f"({self.padding_mode}), input {x.dtype} on {x.device}."
             )
@@ -714,7 +726,7 @@ class SREConv(_SREConvNd):
         num_rings: number of distance bands; ``None`` gives ``max(k) // 2 + 1`` one-pixel rings.
         path: ``"auto"`` (the fastest: measured on CUDA, the cost model's choice on CPU, run by the C++ kernel where
             it can; for training and for inference), ``"dense"``, ``"decomposed"``, ``"triton"`` (CUDA, stride 1,
-            groups 1) or ``"cpp"`` (CPU, 2D, float32, stride 1, groups 1, dilation 1, zero "same" padding) execution;
+            groups 1) or ``"cpp"`` (CPU, 2D/3D, float32, stride 1, groups 1, dilation 1, zero "same" padding) execution;
             all give the same result to float tolerance.
         device: device of the parameters.
         dtype: dtype of the parameters.

@@ -42,16 +42,29 @@ GEOMETRIES = [
 ]
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_cpp_path_equals_the_dense_path_with_all_gradients(geometry):
+# 3D: the compile-time ball tables of k = 3, 5, 7, 9, channels that are no multiple of 16 and one channel (a stem),
+# a kernel larger than the volume, fewer rings than radii (the box-sum buffer); volumes (size, size + 1, size + 2)
+GEOMETRIES_3D = [
+    (16, 32, 6, 5, 2, True, None),
+    (3, 20, 5, 3, 3, False, None),
+    (17, 19, 5, 7, 2, True, None),
+    (5, 7, 4, 9, 2, True, None),
+    (1, 16, 6, 5, 2, False, None),
+    (8, 8, 5, 5, 1, True, 2),
+]
+
+
+@pytest.mark.parametrize("dims,geometry", [(2, g) for g in GEOMETRIES] + [(3, g) for g in GEOMETRIES_3D])
+def test_cpp_path_equals_the_dense_path_with_all_gradients(dims, geometry):
     cin, cout, size, k, batch, bias, rings = geometry
     torch.manual_seed(0)
-    reference = SREConv(2, cin, cout, k, bias=bias, num_rings=rings, path="dense").double()
+    reference = SREConv(dims, cin, cout, k, bias=bias, num_rings=rings, path="dense").double()
     with torch.no_grad():
         reference.weight.normal_()
         if bias:
             reference.bias.normal_()
-    x = torch.randn(batch, cin, size, size, dtype=torch.float64, requires_grad=True)
+    shape = (size, size) if dims == 2 else (size, size + 1, size + 2)
+    x = torch.randn(batch, cin, *shape, dtype=torch.float64, requires_grad=True)
     y = reference(x)
     g = torch.randn_like(y)
     y.backward(g)
@@ -69,13 +82,15 @@ def test_cpp_path_equals_the_dense_path_with_all_gradients(geometry):
         assert a.shape == b.shape, name
         assert _relative_error(a, b) < 2e-6, name
     # a tensor of its own in channels-last storage (a residual add may update it in place)
-    assert out.is_contiguous(memory_format=torch.channels_last) and out._base is None
+    layout = torch.channels_last if dims == 2 else torch.channels_last_3d
+    assert out.is_contiguous(memory_format=layout) and out._base is None
 
 
-def test_cpp_path_is_the_same_at_one_and_two_threads():
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cpp_path_is_the_same_at_one_and_two_threads(dims):
     torch.manual_seed(1)
-    conv = SREConv(2, 32, 48, 9, path="cpp").eval()
-    x = torch.randn(5, 32, 13, 17)
+    conv = SREConv(dims, 32, 48, 9 if dims == 2 else 5, path="cpp").eval()
+    x = torch.randn(5, 32, 13, 17) if dims == 2 else torch.randn(3, 32, 7, 9, 6)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -99,6 +114,31 @@ def test_cpp_network_keeps_exact_quarter_turn_invariance():
             torch.testing.assert_close(net(torch.rot90(x, turns, (2, 3))), logits, rtol=0, atol=2e-5)
 
 
+def test_cpp_3d_network_keeps_exact_invariance_under_the_cube_symmetries():
+    torch.manual_seed(3)
+    net = sre_resnet18(spatial_dims=3, n_input_channels=1, num_classes=3, widen_factor=0.25).eval()
+    x = torch.randn(2, 1, 12, 12, 12)
+    with torch.no_grad():
+        paths = {m.select_path(torch.zeros(1, m.in_channels, 12, 12, 12)) for m in net.modules()
+                 if isinstance(m, SREConv)}  # fmt: skip
+        assert "cpp" in paths
+        logits = net(x)
+        for turned in (torch.rot90(x, 1, (2, 3)), torch.rot90(x, 1, (3, 4)), torch.rot90(x, 2, (2, 4)),
+                       x.flip(3), x.permute(0, 1, 4, 2, 3)):  # fmt: skip
+            torch.testing.assert_close(net(turned), logits, rtol=0, atol=2e-5)
+
+
+def test_default_maps_have_compile_time_disk_sums():
+    module = ring_cpp.cpp_extension()
+    for dims in (2, 3):
+        for k in (3, 5, 7, 9):
+            conv = SREConv(dims, 4, 4, k)
+            assert conv._disk_widths.shape == (k // 2 + 1, *[k] * (dims - 1))
+            assert module.has_direct_sums(conv._disk_widths), (dims, k)  # disk_row / ball_row, not the buffer
+        assert not module.has_direct_sums(SREConv(dims, 4, 4, 5, num_rings=2)._disk_widths)
+        assert not module.has_direct_sums(SREConv(dims, 4, 4, 11)._disk_widths)
+
+
 @pytest.mark.parametrize("bands", [[0, 1, 2, 3], [1, 2], [0, 2, 3], [3]])
 def test_disk_mixing_is_the_difference_of_consecutive_bands_in_both_layouts(bands):
     torch.manual_seed(4)
@@ -120,23 +160,27 @@ def test_disk_mixing_is_the_difference_of_consecutive_bands_in_both_layouts(band
         ring_cpp.disk_mixing(weight, bands, scale=torch.ones(5))
 
 
-def test_fused_inference_scales_and_adds_bias_residual_and_relu():
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fused_inference_scales_and_adds_bias_residual_and_relu(dims):
     torch.manual_seed(6)
-    conv = SREConv(2, 16, 24, 9, path="cpp")
-    x, residual = torch.randn(3, 16, 11, 13), torch.randn(3, 24, 11, 13)
+    k, spatial = (9, (11, 13)) if dims == 2 else (5, (5, 6, 7))
+    conv = SREConv(dims, 16, 24, k, path="cpp")
+    x, residual = torch.randn(3, 16, *spatial), torch.randn(3, 24, *spatial)
     scale, bias = torch.rand(24) + 0.5, torch.randn(24)
-    dense = torch.nn.functional.conv2d(x.double(), conv.dense_kernel().detach().double(), padding=4)
-    want = dense * scale.double().view(1, -1, 1, 1) + bias.double().view(1, -1, 1, 1) + residual.double()
+    convolve = torch.nn.functional.conv2d if dims == 2 else torch.nn.functional.conv3d
+    dense = convolve(x.double(), conv.dense_kernel().detach().double(), padding=k // 2)
+    per_channel = (1, -1) + (1,) * dims
+    want = dense * scale.double().view(per_channel) + bias.double().view(per_channel) + residual.double()
     weight = conv.weight.detach()
     args = (weight, bias, conv._disk_widths, conv._bands, scale)
     plain = ring_cpp.fused_inference(x, *args, residual=residual)
     assert _relative_error(plain, want) < 2e-6 and (plain < 0).any()
     rectified = ring_cpp.fused_inference(x, *args, residual=residual, relu=True)
     assert torch.equal(rectified, plain.clamp_min(0))  # the same sums, clamped in the tile
-    assert rectified.is_contiguous(memory_format=torch.channels_last)
+    assert rectified.is_contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
     without = ring_cpp.fused_inference(x, weight, None, conv._disk_widths, conv._bands)
     assert _relative_error(without, dense.float()) < 2e-6
-    with pytest.raises(RuntimeError, match=r"residual must have the output's shape \(3, 24, 11, 13\)"):
+    with pytest.raises(RuntimeError, match=r"residual must have the output's shape \[3, 24, " + str(spatial[0])):
         ring_cpp.fused_inference(x, *args, residual=residual[:, :12])
 
 
@@ -208,7 +252,11 @@ def test_auto_takes_the_cpp_path_where_it_pays_and_the_decomposed_path_elsewhere
     assert SREConv(2, 512, 512, 5).select_path(torch.randn(1, 512, 4, 4)) == "cpp"  # 1536
     assert SREConv(2, 1024, 8, 5).select_path(torch.randn(1, 1024, 4, 4)) == "cpp"  # 3072, CPP_MAX_DEPTH
     assert SREConv(2, 1025, 8, 5).select_path(torch.randn(1, 1025, 4, 4)) == "decomposed"  # deeper: not measured
-    assert SREConv(3, 32, 32, 5).select_path(torch.randn(1, 32, 8, 8, 8)) == "decomposed"  # 2D only
+    x3 = torch.randn(1, 64, 8, 8, 8)
+    assert SREConv(3, 64, 64, 5).select_path(x3) == "cpp"  # 3D: depth 3 * 64 = 192
+    assert SREConv(3, 256, 8, 5).select_path(torch.randn(1, 256, 4, 4, 4)) == "cpp"  # 768, CPP_MAX_DEPTH_3D
+    assert SREConv(3, 257, 8, 5).select_path(torch.randn(1, 257, 4, 4, 4)) == "decomposed"
+    assert SREConv(1, 32, 32, 5).select_path(torch.randn(1, 32, 8)) != "cpp"  # 2D and 3D only
     assert SREConv(2, 64, 64, 9).double().select_path(x64.double()) == "decomposed"  # float32 only
     assert SREConv(2, 64, 64, 9, stride=2).select_path(x64) != "cpp"
     assert SREConv(2, 64, 64, 9, padding_mode="reflect").select_path(x64) != "cpp"

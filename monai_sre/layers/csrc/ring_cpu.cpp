@@ -3,19 +3,20 @@
 // you may not use this file except in compliance with the License.
 // You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 //
-// The fused CPU kernel of a 2D SRE convolution (stride 1, dilation 1, one group, zero padding of the kernel radius),
-// compiled on first use by monai_sre/layers/ring_cpp.py. Why hand-written: no library forms the band sums of a tile
-// of pixels and feeds them into one matrix product, which is what the ring decomposition needs on CPU (oneDNN's
+// The fused CPU kernel of a 2D or 3D SRE convolution (stride 1, dilation 1, one group, zero padding of the kernel
+// radius), compiled on first use by monai_sre/layers/ring_cpp.py. Why hand-written: no library forms the band sums of
+// a tile of pixels and feeds them into one matrix product, which is what the ring decomposition needs on CPU (oneDNN's
 // depthwise filters cost one pass over memory per band, see benchmarks/README.md).
 //
-// The kernel works with disks instead of bands: disk b is the union of bands 0..b, and with V_b = W_b - W_{b+1}
-// (V_last = W_last) the convolution is sum_b V_b D_b(x), D_b the sum of x over disk b. A disk of a radially symmetric
-// kernel holds, in every kernel row dy, one centred run of columns |dx| <= w_b(dy) (`widths`, -1 for an empty row),
-// so D_b is a sum of horizontal box sums H_w of the input rows (a few dozen adds per channel and pixel for a 9x9
-// kernel instead of the 164 taps of the bands' bounding boxes). A task owns a run of output rows: it forms their disk
-// sums in thread-local buffers, multiplies the (pixels, bands * C) disk matrix by the (bands * C, Cout) mixing
-// matrix with one ATen product, adds the bias and writes its rows of the output. For the default maps the disk sums
-// of a row come straight from the input (disk_row: everything in L1); other maps go through a buffer of box sums.
+// The kernel works with disks instead of bands: disk b is the union of bands 0..b (a ball in 3D), and with V_b = W_b -
+// W_{b+1} (V_last = W_last) the convolution is sum_b V_b D_b(x), D_b the sum of x over disk b. A disk of a radially
+// symmetric kernel holds, in every kernel row (dy in 2D, (dz, dy) in 3D), one centred run of columns |dx| <= w_b
+// (`widths`, -1 for an empty row), so D_b is a sum of horizontal box sums H_w of the input rows (a few dozen adds per
+// channel and pixel for a 9x9 kernel instead of the 164 taps of the bands' bounding boxes). A task owns a run of
+// output rows: it forms their disk sums in thread-local buffers, multiplies the (pixels, bands * C) disk matrix by the
+// (bands * C, Cout) mixing matrix with one ATen product, adds the bias (in inference also a residual and a ReLU) and
+// writes its rows of the output. For the default maps the disk sums of a row come straight from the input (disk_row,
+// ball_row: everything in L1); other maps go through a buffer of box sums.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -195,6 +196,165 @@ DiskRows default_disk_rows(const int64_t* widths, int64_t B, int64_t K) {
   return nullptr;
 }
 
+// The balls of the default 3D band maps (one-voxel rings, ring_index(k, 3)) of k = 3, 5, 7, 9: kBallsK[b][a][j] is the
+// half-width of ball b in the kernel rows at plane distance a and row distance j from the centre (-1: no taps); the
+// maps are symmetric in both distances.
+constexpr int kBalls3[2][2][2] = {{{0, -1}, {-1, -1}}, {{1, 1}, {1, 0}}};
+constexpr int kBalls5[3][3][3] = {{{0, -1, -1}, {-1, -1, -1}, {-1, -1, -1}}, {{1, 1, -1}, {1, 0, -1}, {-1, -1, -1}},
+                                  {{2, 2, 1}, {2, 2, 1}, {1, 1, -1}}};
+constexpr int kBalls7[4][4][4] = {
+    {{0, -1, -1, -1}, {-1, -1, -1, -1}, {-1, -1, -1, -1}, {-1, -1, -1, -1}},
+    {{1, 1, -1, -1}, {1, 0, -1, -1}, {-1, -1, -1, -1}, {-1, -1, -1, -1}},
+    {{2, 2, 1, -1}, {2, 2, 1, -1}, {1, 1, -1, -1}, {-1, -1, -1, -1}},
+    {{3, 3, 2, 1}, {3, 3, 2, 1}, {2, 2, 2, -1}, {1, 1, -1, -1}}};
+constexpr int kBalls9[5][5][5] = {
+    {{0, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}},
+    {{1, 1, -1, -1, -1}, {1, 0, -1, -1, -1}, {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}},
+    {{2, 2, 1, -1, -1}, {2, 2, 1, -1, -1}, {1, 1, -1, -1, -1}, {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}},
+    {{3, 3, 2, 1, -1}, {3, 3, 2, 1, -1}, {2, 2, 2, -1, -1}, {1, 1, -1, -1, -1}, {-1, -1, -1, -1, -1}},
+    {{4, 4, 4, 3, 2}, {4, 4, 3, 3, 1}, {4, 3, 3, 2, 0}, {3, 3, 2, 1, -1}, {2, 1, 0, -1, -1}}};
+
+template <int K>
+constexpr int ball_width(int b, int a, int j) {
+  if constexpr (K == 3) return kBalls3[b][a][j];
+  if constexpr (K == 5) return kBalls5[b][a][j];
+  if constexpr (K == 7) return kBalls7[b][a][j];
+  return kBalls9[b][a][j];
+}
+
+template <int B, int K>
+bool is_default_3d(const int64_t* widths) {  // widths: (B, K, K)
+  constexpr int R = (K - 1) / 2;
+  for (int b = 0; b < B; ++b)
+    for (int kz = 0; kz < K; ++kz)
+      for (int ky = 0; ky < K; ++ky)
+        if (widths[(b * K + kz) * K + ky] != ball_width<K>(b, kz > R ? kz - R : R - kz, ky > R ? ky - R : R - ky))
+          return false;
+  return true;
+}
+
+template <int B, int K>
+constexpr bool ball_needs_width(int a, int j, int w) {
+  for (int b = 0; b < B; ++b)
+    if (ball_width<K>(b, a, j) >= w) return true;
+  return false;
+}
+
+// Ball sums of output row (z, y) of one volume for L channels from c0, for a default 3D map, straight from the input:
+// the sums Q_{a,j} of the up to four input rows (z -+ a, y -+ j) for every plane and row distance that a ball reaches
+// (zero-padded by R columns: scratch, in L1), then per voxel the horizontal box sums of each Q grown one half-width at
+// a time, added to the balls whose rows at distances (a, j) have that half-width: d[(x, b, c)] for the row. The 3D
+// twin of disk_row: about 60 vector adds per voxel and 16 channels for k = 5 where the bands' depthwise filters take
+// 153 taps per voxel and channel.
+template <int B, int K, int L>
+void ball_row(const float* volume, int64_t z, int64_t y, int64_t D, int64_t H, int64_t W, int64_t C, int64_t c0,
+              float* scratch, float* d) {
+  using V = typename Lanes<L>::type;
+  constexpr int R = (K - 1) / 2;
+  const int64_t Wp = W + 2 * R;
+  V* Q = reinterpret_cast<V*>(scratch);
+  static_for<R + 1>([&](auto a) {
+    static_for<R + 1>([&](auto j) {
+      if constexpr (ball_needs_width<B, K>(a, j, 0)) {
+        V* q = Q + (a * (R + 1) + j) * Wp;
+        for (int i = 0; i < R; ++i) q[i] = q[W + R + i] = V{};
+        const float* rows[4];
+        int n = 0;
+        for (int sa = 0; sa < (a > 0 ? 2 : 1); ++sa) {
+          const int64_t zz = sa == 0 ? z - a : z + a;
+          if (zz < 0 || zz >= D) continue;
+          for (int sj = 0; sj < (j > 0 ? 2 : 1); ++sj) {
+            const int64_t yy = sj == 0 ? y - j : y + j;
+            if (yy >= 0 && yy < H) rows[n++] = volume + (zz * H + yy) * W * C + c0;
+          }
+        }
+        for (int64_t x = 0; x < W; ++x) {
+          V v{};
+          for (int r = 0; r < n; ++r) v += *reinterpret_cast<const V*>(rows[r] + x * C);
+          q[x + R] = v;
+        }
+      }
+    });
+  });
+  for (int64_t x = 0; x < W; ++x) {
+    V acc[B];
+    for (int b = 0; b < B; ++b) acc[b] = V{};
+    static_for<R + 1>([&](auto a) {
+      static_for<R + 1>([&](auto j) {
+        if constexpr (ball_needs_width<B, K>(a, j, 0)) {
+          const V* p = Q + (a * (R + 1) + j) * Wp + x + R;
+          V h = p[0];
+          static_for<B>([&](auto b) {
+            if constexpr (ball_width<K>(b, a, j) == 0) acc[b] += h;
+          });
+          static_for<R>([&](auto w_1) {
+            constexpr int w = w_1 + 1;
+            if constexpr (ball_needs_width<B, K>(a, j, w)) {
+              h += p[-w] + p[w];
+              static_for<B>([&](auto b) {
+                if constexpr (ball_width<K>(b, a, j) == w) acc[b] += h;
+              });
+            }
+          });
+        }
+      });
+    });
+    float* dx = d + x * B * C + c0;
+    for (int b = 0; b < B; ++b) *reinterpret_cast<V*>(dx + b * C) = acc[b];
+  }
+}
+
+// Ball sums of `rows` output rows of plane z of one volume from row y0, blocks of 16 channels and the rest one by
+// one: dbuf[(row, x, b, c)]. scratch: (R + 1)^2 * (W + 2R) * 16 floats, 64-byte aligned.
+template <int B, int K>
+void ball_rows(const float* volume, int64_t z, int64_t y0, int64_t rows, int64_t D, int64_t H, int64_t W, int64_t C,
+               float* scratch, float* dbuf) {
+  const int64_t vector_channels = C / kLanes * kLanes;
+  for (int64_t i = 0; i < rows; ++i) {
+    float* d = dbuf + i * W * B * C;
+    for (int64_t c = 0; c < vector_channels; c += kLanes)
+      ball_row<B, K, kLanes>(volume, z, y0 + i, D, H, W, C, c, scratch, d);
+    for (int64_t c = vector_channels; c < C; ++c) ball_row<B, K, 1>(volume, z, y0 + i, D, H, W, C, c, scratch, d);
+  }
+}
+
+using BallRows = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*, float*);
+
+// ball_rows for a default 3D map, nullptr for any other.
+BallRows default_ball_rows(const int64_t* widths, int64_t B, int64_t K) {
+  if (B == 2 && K == 3 && is_default_3d<2, 3>(widths)) return &ball_rows<2, 3>;
+  if (B == 3 && K == 5 && is_default_3d<3, 5>(widths)) return &ball_rows<3, 5>;
+  if (B == 4 && K == 7 && is_default_3d<4, 7>(widths)) return &ball_rows<4, 7>;
+  if (B == 5 && K == 9 && is_default_3d<5, 9>(widths)) return &ball_rows<5, 9>;
+  return nullptr;
+}
+
+// Ball sums of `rows` output rows of one plane for any 3D band map from box sums: hbuf holds, for each of the K
+// planes z - R .. z + R, the box sums of rows y0 - R .. y0 + rows + R - 1 (h_plane floats apart, zero outside the
+// volume): dbuf[(row, x, b, c)] = sum_{kz, ky} H_{w(b, kz, ky)}[kz, row + ky, x, c].
+void ball_sums_any(const int64_t* widths, const float* hbuf, int64_t h_plane, float* dbuf, int64_t rows, int64_t W,
+                   int64_t C, int64_t B, int64_t K) {
+  const int64_t R = (K - 1) / 2;
+  const int64_t h_row = W * (R + 1) * C;
+  for (int64_t y = 0; y < rows; ++y) {
+    for (int64_t x = 0; x < W; ++x) {
+      float* __restrict__ d = dbuf + (y * W + x) * B * C;
+      std::fill(d, d + B * C, 0.f);
+      for (int64_t b = 0; b < B; ++b) {
+        float* __restrict__ dst = d + b * C;
+        for (int64_t kz = 0; kz < K; ++kz) {
+          for (int64_t ky = 0; ky < K; ++ky) {
+            const int64_t w = widths[(b * K + kz) * K + ky];
+            if (w < 0) continue;
+            const float* __restrict__ src = hbuf + kz * h_plane + (y + ky) * h_row + x * (R + 1) * C + w * C;
+            for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+          }
+        }
+      }
+    }
+  }
+}
+
 // Disk sums of `rows` output rows for any band map (other ring counts, other kernel sizes) from their box sums
 // (hbuf starts R rows above the first output row): dbuf[(row, x, b, c)] = sum_k H_{w(b, k)}[row + k, x, c].
 void disk_sums_any(const int64_t* widths, const float* hbuf, float* dbuf, int64_t rows, int64_t W, int64_t C,
@@ -219,15 +379,18 @@ void disk_sums_any(const int64_t* widths, const float* hbuf, float* dbuf, int64_
   }
 }
 
-// For every task (a run of about `tile_pixels` output pixels, whole rows), the disk sums of x's channels over the
-// task's pixels, handed to `use(task, first_row, end_row, disk_sums)` as a (pixels, B * C) row-major buffer.
-// at::parallel_for spreads the tasks over the threads; `use` runs on the thread that formed the sums.
+// For every task (a run of about `tile_pixels` output pixels, whole rows), the disk (ball) sums of x's channels over
+// the task's pixels, handed to `use(task, first_row, end_row, disk_sums)` as a (pixels, B * C) row-major buffer.
+// Rows are counted over the whole batch: (n, y) in 2D, (n, z, y) in 3D. at::parallel_for spreads the tasks over the
+// threads; `use` runs on the thread that formed the sums.
 template <typename Use>
 void for_each_tile(const torch::Tensor& x, const std::vector<int64_t>& table, int64_t B, int64_t K,
                    int64_t tile_pixels, const Use& use) {
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), R = (K - 1) / 2;
+  const bool volume = x.dim() == 5;
+  const int64_t N = x.size(0), C = x.size(1), D = volume ? x.size(2) : 1, H = x.size(-2), W = x.size(-1);
+  const int64_t R = (K - 1) / 2;
   const float* src = x.data_ptr<float>();
-  const int64_t total_rows = N * H;
+  const int64_t total_rows = N * D * H;
   // At least kMinTasks tasks, so that a layer of few pixels (512 channels at 4x4, batch 32: one tile of 512 pixels)
   // still spreads over threads; a fixed count rather than the thread count keeps the result bitwise the same at
   // any number of threads.
@@ -235,70 +398,101 @@ void for_each_tile(const torch::Tensor& x, const std::vector<int64_t>& table, in
   const int64_t group = std::max<int64_t>(1, std::min<int64_t>({total_rows, tile_pixels / std::max<int64_t>(W, 1),
                                                                 (total_rows + kMinTasks - 1) / kMinTasks}));
   const int64_t tasks = (total_rows + group - 1) / group;
-  const DiskRows direct = default_disk_rows(table.data(), B, K);
+  const DiskRows direct = volume ? nullptr : default_disk_rows(table.data(), B, K);
+  const BallRows direct_3d = volume ? default_ball_rows(table.data(), B, K) : nullptr;
+  const int64_t halo_rows = std::min(group, H) + 2 * R;  // box-sum rows of one plane for a task's rows of one plane
   at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
-    // the default maps' row scratch (64-byte aligned), or the other maps' box sums with their halo rows
-    std::vector<float> scratch(direct ? (R + 1) * (W + 2 * R) * kLanes + kLanes : 0);
-    std::vector<float> hbuf(direct ? 0 : (std::min(group, H) + 2 * R) * W * (R + 1) * C);
+    // the default maps' row scratch (64-byte aligned), or the other maps' box sums with their halo rows (and in 3D
+    // the K planes around the output plane)
+    const int64_t scratch_rows = direct ? R + 1 : (direct_3d ? (R + 1) * (R + 1) : 0);
+    std::vector<float> scratch(scratch_rows > 0 ? scratch_rows * (W + 2 * R) * kLanes + kLanes : 0);
+    const int64_t h_plane = halo_rows * W * (R + 1) * C;
+    std::vector<float> hbuf(direct || direct_3d ? 0 : (volume ? K : 1) * h_plane);
     std::vector<float> dbuf(group * W * B * C);
     float* aligned = scratch.data() + (kLanes - reinterpret_cast<uintptr_t>(scratch.data()) / sizeof(float) % kLanes) % kLanes;
     for (int64_t task = first; task < last; ++task) {
       const int64_t r0 = task * group, r1 = std::min(total_rows, r0 + group);
-      for (int64_t r = r0; r < r1;) {  // the task's rows of one image at a time
-        const int64_t n = r / H, y0 = r % H, y1 = std::min(H, y0 + (r1 - r));
+      for (int64_t r = r0; r < r1;) {  // the task's rows of one plane at a time
+        const int64_t plane = r / H, y0 = r % H, y1 = std::min(H, y0 + (r1 - r)), rows = y1 - y0;
+        const float* image = src + plane * H * W * C;  // 2D: image `plane`; 3D: plane z of volume n
         float* d = dbuf.data() + (r - r0) * W * B * C;
         if (direct) {
-          direct(src + n * H * W * C, y0, y1 - y0, H, W, C, aligned, d);
+          direct(image, y0, rows, H, W, C, aligned, d);
+        } else if (direct_3d) {
+          const int64_t z = plane % D;
+          direct_3d(image - z * H * W * C, z, y0, rows, D, H, W, C, aligned, d);
+        } else if (!volume) {
+          box_sums(image, hbuf.data(), y0 - R, rows + 2 * R, H, W, R, C);
+          disk_sums_any(table.data(), hbuf.data(), d, rows, W, C, B, K);
         } else {
-          box_sums(src + n * H * W * C, hbuf.data(), y0 - R, y1 - y0 + 2 * R, H, W, R, C);
-          disk_sums_any(table.data(), hbuf.data(), d, y1 - y0, W, C, B, K);
+          const int64_t z = plane % D;
+          const int64_t stride = (rows + 2 * R) * W * (R + 1) * C;  // this segment's box sums per plane
+          for (int64_t kz = 0; kz < K; ++kz) {
+            float* h = hbuf.data() + kz * stride;
+            if (z - R + kz < 0 || z - R + kz >= D)
+              std::fill(h, h + stride, 0.f);
+            else
+              box_sums(image + (kz - R) * H * W * C, h, y0 - R, rows + 2 * R, H, W, R, C);
+          }
+          ball_sums_any(table.data(), hbuf.data(), stride, d, rows, W, C, B, K);
         }
-        r += y1 - y0;
+        r += rows;
       }
       use(task, r0, r1, dbuf.data());
     }
   });
 }
 
-void check_input(const torch::Tensor& x, const char* name) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
-                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "disk_conv2d: ", name, " must be a channels-last float32 CPU tensor (N, C, H, W), got ", x.sizes());
+at::MemoryFormat channels_last_format(int64_t dim) {
+  return dim == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast;
 }
 
-std::vector<int64_t> check_widths(const torch::Tensor& widths) {
-  TORCH_CHECK(widths.dim() == 2 && widths.scalar_type() == torch::kLong && widths.size(1) % 2 == 1,
-              "disk_conv2d: widths must be int64 (bands, odd kernel size), got ", widths.sizes());
+void check_input(const torch::Tensor& x, const char* name) {
+  TORCH_CHECK((x.dim() == 4 || x.dim() == 5) && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
+                  x.is_contiguous(channels_last_format(x.dim())),
+              "disk_conv: ", name, " must be a channels-last float32 CPU tensor (N, C, H, W) or (N, C, D, H, W), "
+              "got ", x.sizes());
+}
+
+// The widths table as a flat vector: (B, K) for 2D, (B, K, K) for 3D, K odd.
+std::vector<int64_t> check_widths(const torch::Tensor& widths, int64_t image_dim) {
+  TORCH_CHECK(widths.dim() == image_dim - 2 && widths.scalar_type() == torch::kLong && widths.size(-1) % 2 == 1 &&
+                  (widths.dim() == 2 || widths.size(1) == widths.size(2)),
+              "disk_conv: widths must be int64 (bands, K) for a 2D input or (bands, K, K) for a 3D one, K odd, got ",
+              widths.sizes(), " for a ", image_dim, "D input");
   const auto table = widths.contiguous();
   return std::vector<int64_t>(table.data_ptr<int64_t>(), table.data_ptr<int64_t>() + table.numel());
 }
 
 }  // namespace
 
-// x: (N, C, H, W) float32 on CPU, stored channels-last. widths: (B, K) int64, the half-width of disk b in kernel
-// row k (-1: no taps), K = 2R + 1 odd. mixing: (B * C, Cout) float32, row b * C + c = V_b[:, c]. bias: (Cout,) or
-// an empty tensor. residual: an empty tensor or (N, Cout, H, W) float32 stored channels-last, added to the output;
-// relu: clamp the output at zero after that. tile_pixels: about how many output pixels one product covers.
-// Returns relu?(conv(x) + bias + residual), (N, Cout, H, W) float32 stored channels-last (a tensor of its own). The
-// bias, residual and ReLU are applied to each tile right after its product, while it is in cache: a residual
-// block's separate add and ReLU passes over memory are gone (inference only: no autograd).
-torch::Tensor disk_conv2d(const torch::Tensor& x, const torch::Tensor& widths, const torch::Tensor& mixing,
-                          const torch::Tensor& bias, const torch::Tensor& residual, bool relu, int64_t tile_pixels) {
+// x: (N, C, H, W) or (N, C, D, H, W) float32 on CPU, stored channels-last. widths: the half-width of disk b in each
+// kernel row (-1: no taps), (B, K) in 2D, (B, K, K) in 3D (row (kz, ky)), K = 2R + 1 odd. mixing: (B * C, Cout)
+// float32, row b * C + c = V_b[:, c]. bias: (Cout,) or an empty tensor. residual: an empty tensor or a channels-last
+// float32 tensor of the output's shape, added to the output; relu: clamp the output at zero after that. tile_pixels:
+// about how many output pixels one product covers.
+// Returns relu?(conv(x) + bias + residual), x's shape with Cout channels, float32 stored channels-last (a tensor of
+// its own). The bias, residual and ReLU are applied to each tile right after its product, while it is in cache: a
+// residual block's separate add and ReLU passes over memory are gone (inference only: no autograd).
+torch::Tensor disk_conv(const torch::Tensor& x, const torch::Tensor& widths, const torch::Tensor& mixing,
+                        const torch::Tensor& bias, const torch::Tensor& residual, bool relu, int64_t tile_pixels) {
   check_input(x, "x");
-  const auto table = check_widths(widths);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), B = widths.size(0), K = widths.size(1);
+  const auto table = check_widths(widths, x.dim());
+  const int64_t C = x.size(1), W = x.size(-1), B = widths.size(0), K = widths.size(-1);
   TORCH_CHECK(mixing.dim() == 2 && mixing.size(0) == B * C && mixing.scalar_type() == torch::kFloat,
-              "disk_conv2d: mixing must be float32 (bands * C = ", B * C, ", Cout), got ", mixing.sizes());
+              "disk_conv: mixing must be float32 (bands * C = ", B * C, ", Cout), got ", mixing.sizes());
   const int64_t Cout = mixing.size(1);
-  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || bias.numel() == Cout, "disk_conv2d: bias must have ", Cout,
+  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || bias.numel() == Cout, "disk_conv: bias must have ", Cout,
               " elements, got ", bias.numel());
+  auto shape = x.sizes().vec();
+  shape[1] = Cout;
   const bool add = residual.defined() && residual.numel() > 0;
   if (add) {
     check_input(residual, "residual");
-    TORCH_CHECK(residual.sizes() == torch::IntArrayRef({N, Cout, H, W}), "disk_conv2d: residual must have the "
-                "output's shape (", N, ", ", Cout, ", ", H, ", ", W, "), got ", residual.sizes());
+    TORCH_CHECK(residual.sizes() == torch::IntArrayRef(shape), "disk_conv: residual must have the output's shape ",
+                torch::IntArrayRef(shape), ", got ", residual.sizes());
   }
-  auto out = torch::empty({N, Cout, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto out = torch::empty(shape, x.options().memory_format(channels_last_format(x.dim())));
   if (out.numel() == 0) return out;
   const auto& mix = mixing;  // any strides: the product reads a transposed matrix as it is
   const auto shift = (bias.defined() && bias.numel() > 0) ? bias.contiguous() : torch::Tensor();
@@ -366,26 +560,26 @@ torch::Tensor disk_mixing(const torch::Tensor& weight, const std::vector<int64_t
   return transposed ? v : v.t();
 }
 
-// The backward of disk_conv2d from the disk sums of the output gradient (the disks are symmetric, so summing over
+// The backward of disk_conv from the disk sums of the output gradient (the disks are symmetric, so summing over
 // them is its own adjoint): grad_x = D(grad) @ mixing_t, and grad_v[b] = sum over pixels of D_b(grad)^T x, the
-// gradient of the disk mixing V. grad: (N, Cout, H, W), x: (N, C, H, W), both channels-last float32; mixing_t:
-// (B * Cout, C), row b * Cout + o = V_b[o, :] (read only when need_x). Returns {grad_x or an empty tensor,
+// gradient of the disk mixing V. grad: (N, Cout, *spatial), x: (N, C, *spatial), both channels-last float32;
+// mixing_t: (B * Cout, C), row b * Cout + o = V_b[o, :] (read only when need_x). Returns {grad_x or an empty tensor,
 // grad_v (B, Cout, C) or an empty tensor}. grad_v adds one partial per thread, in thread order.
-std::vector<torch::Tensor> disk_conv2d_backward(const torch::Tensor& grad, const torch::Tensor& x,
-                                                const torch::Tensor& widths, const torch::Tensor& mixing_t,
-                                                bool need_x, bool need_w, int64_t tile_pixels) {
+std::vector<torch::Tensor> disk_conv_backward(const torch::Tensor& grad, const torch::Tensor& x,
+                                              const torch::Tensor& widths, const torch::Tensor& mixing_t, bool need_x,
+                                              bool need_w, int64_t tile_pixels) {
   check_input(grad, "grad");
   check_input(x, "x");
-  const auto table = check_widths(widths);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), B = widths.size(0);
-  const int64_t Cout = grad.size(1);
-  TORCH_CHECK(grad.size(0) == N && grad.size(2) == H && grad.size(3) == W, "disk_conv2d_backward: grad ",
-              grad.sizes(), " does not match x ", x.sizes());
+  const auto table = check_widths(widths, x.dim());
+  const int64_t C = x.size(1), W = x.size(-1), B = widths.size(0), Cout = grad.size(1);
+  auto grad_shape = grad.sizes().vec(), x_shape = x.sizes().vec();
+  grad_shape[1] = x_shape[1] = 0;
+  TORCH_CHECK(grad_shape == x_shape, "disk_conv_backward: grad ", grad.sizes(), " does not match x ", x.sizes());
   TORCH_CHECK(!need_x || (mixing_t.dim() == 2 && mixing_t.size(0) == B * Cout && mixing_t.size(1) == C),
-              "disk_conv2d_backward: mixing_t must be (bands * Cout, C), got ", mixing_t.sizes());
+              "disk_conv_backward: mixing_t must be (bands * Cout, C), got ", mixing_t.sizes());
   torch::Tensor grad_x, partials;
   const auto mix = need_x ? mixing_t.contiguous() : torch::Tensor();
-  if (need_x) grad_x = torch::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (need_x) grad_x = torch::empty(x.sizes(), x.options().memory_format(channels_last_format(x.dim())));
   if (need_w) partials = torch::zeros({at::get_num_threads(), B * Cout, C}, x.options());
   if (x.numel() == 0 || grad.numel() == 0) {
     if (need_x) grad_x.zero_();
@@ -393,7 +587,7 @@ std::vector<torch::Tensor> disk_conv2d_backward(const torch::Tensor& grad, const
   }
   float* gx = need_x ? grad_x.data_ptr<float>() : nullptr;
   const float* xs = x.data_ptr<float>();
-  for_each_tile(grad, table, B, widths.size(1), tile_pixels, [&](int64_t, int64_t r0, int64_t r1, float* sums) {
+  for_each_tile(grad, table, B, widths.size(-1), tile_pixels, [&](int64_t, int64_t r0, int64_t r1, float* sums) {
     const int64_t pixels = (r1 - r0) * W;
     auto lifted = torch::from_blob(sums, {pixels, B * Cout}, x.options());
     if (need_x) {
@@ -408,8 +602,18 @@ std::vector<torch::Tensor> disk_conv2d_backward(const torch::Tensor& grad, const
   return {need_x ? grad_x : torch::Tensor(), need_w ? partials.sum(0).view({B, Cout, C}) : torch::Tensor()};
 }
 
+// Whether the disk sums of a widths table ((B, K) 2D, (B, K, K) 3D) come from a compile-time table (a default map of
+// k = 3, 5, 7, 9) rather than through the box-sum buffer.
+bool has_direct_sums(const torch::Tensor& widths) {
+  const auto table = check_widths(widths, widths.dim() + 2);
+  const int64_t B = widths.size(0), K = widths.size(-1);
+  return widths.dim() == 2 ? default_disk_rows(table.data(), B, K) != nullptr
+                           : default_ball_rows(table.data(), B, K) != nullptr;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("disk_conv2d", &disk_conv2d, "Fused 2D SRE convolution on CPU (disk sums and one product per tile)");
-  m.def("disk_conv2d_backward", &disk_conv2d_backward, "Its input gradient and disk-mixing gradient");
+  m.def("disk_conv", &disk_conv, "Fused 2D/3D SRE convolution on CPU (disk sums and one product per tile)");
+  m.def("disk_conv_backward", &disk_conv_backward, "Its input gradient and disk-mixing gradient");
+  m.def("has_direct_sums", &has_direct_sums, "Whether a widths table has compile-time disk sums");
   m.def("disk_mixing", &disk_mixing, "The disk-mixing matrix of band weights (or its input-gradient layout)");
 }
