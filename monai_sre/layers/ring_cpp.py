@@ -53,11 +53,11 @@ TILE_PIXELS = 512
 #: 512 channels 4x4 k=5 (1536) 1.03x and 1.13x; 1024 channels 4x4 k=5 (3072), one thread: 0.99x.
 CPP_MAX_DEPTH = 3072
 #: The same for 3D layers, which take the C++ path only with the default band maps of k <= 9 (their ball sums come
-#: from compile-time tables; the box-sum buffer of other maps is slower than the depthwise filters: 0.49-0.95x). One
-#: layer, batch 4, k=5, decomposed / C++ (`benchmarks/band_mixing.py`'s 3D cases, 2-vCPU AVX-512 EPYC VM), inference
-#: and training at one thread (CPU time) and two (wall clock): 1->64 channels at 32^3 (depth 3) 1.55x / 1.99x and
-#: 2.16x / 2.60x; 64 at 32^3 (192) 1.42x / 1.41x and 1.48x / 1.78x; 128 at 16^3 (384) 1.29x / 1.37x and 1.79x /
-#: 1.33x; 256 at 8^3 (768) 1.13x / 1.09x and 1.12x / 1.05x; 512 at 4^3 (1536) 0.99x / 0.92x and 1.44x / 1.03x.
+#: from compile-time tables; the box-sum buffer of other maps was slower than the depthwise filters, 0.49-0.95x in a
+#: probe of 16^3 layers). Inference of one layer, batch 4, k=5, decomposed / C++ (`benchmarks/band_mixing.py`, same
+#: VM), one thread (CPU time) and two (wall clock): 64 channels 32^3 (depth 192) 1.40x and 1.48x; 128 channels 16^3
+#: (384) 1.22x and 1.56x; 256 channels 8^3 (768) 1.15x and 1.21x; 512 channels 4^3 (1536) 1.06x and 1.30x, but
+#: 0.92x in one-thread training (the probe), so the 512-channel stage stays on the decomposed path.
 CPP_MAX_DEPTH_3D = 768
 
 _SOURCE = Path(__file__).with_name("csrc") / "ring_cpu.cpp"

@@ -20,11 +20,11 @@ The execution paths give the same result (to float tolerance):
 meets an input (device, shape, memory format, dtype, autocast dtype and grad mode) and keeps the winner per layer;
 on CPU, where timings on shared cores are noisy and tests must be deterministic, it uses a cost model calibrated by
 measurement (:func:`~monai_sre.layers.ring_ops.decomposition_pays_off`), separately for training (autograd
-enabled) and inference, and runs a decomposed choice of a layer with at most 3072 (2D) or 768 (3D) bands x channels
-on the C++ kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`, ``CPP_MAX_DEPTH_3D``). ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too,
-``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the dense path elsewhere). Under ``torch.compile``
-nothing is measured: a choice measured before compiling is kept, otherwise the static one applies (on CPU the
-decomposed path, which the compiler can trace).
+enabled) and inference, and runs a decomposed choice of a layer with at most 3072 (2D) or 768 (3D, default band
+maps) bands x channels on the C++ kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`, ``CPP_MAX_DEPTH_3D``).
+``MONAI_SRE_AUTOTUNE=1`` measures on CPU too, ``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the
+dense path elsewhere). Under ``torch.compile`` nothing is measured: a choice measured before compiling is kept,
+otherwise the static one applies (on CPU the decomposed path, which the compiler can trace).
 
 Mixed precision: under ``torch.autocast`` every path computes in the autocast dtype (float16 or bfloat16) and
 returns it, as ``torch.nn.Conv`` does; channels-last inputs run on every path without copies back and forth. In
