@@ -8,7 +8,7 @@ The ring-decomposed path (:mod:`~monai_sre.layers.ring_ops`) sums every band wit
 over memory per band, and folds each band into the output with its own matrix product. The C++ kernel forms, for a
 tile of output rows, the sums over *disks* (disk ``b`` = bands ``0..b``; balls in 3D) from horizontal box sums of
 the input rows (for the default band maps row by row straight from the input, in L1; a few dozen adds per channel
-and pixel for a 9x9 kernel instead of the 164 taps of the bands' boxes, and in 3D about four per channel and voxel
+and pixel for a 9x9 kernel instead of the 164 taps of the bands' boxes, and in 3D about three per channel and voxel
 for a 5x5x5 kernel instead of 153) in thread-local buffers, and multiplies them by the disk mixing matrix (``V_b =
 W_b - W_{b+1}``, formed by the kernel too) in one product per tile. The backward is the same kernel on the output
 gradient: its disk sums, once, give both the input gradient (with the transposed mixing: the disks are symmetric) and

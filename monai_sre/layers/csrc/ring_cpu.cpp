@@ -244,7 +244,7 @@ constexpr bool ball_needs_width(int a, int j, int w) {
 // the sums Q_{a,j} of the up to four input rows (z -+ a, y -+ j) for every plane and row distance that a ball reaches
 // (zero-padded by R columns: scratch, in L1), then per voxel the horizontal box sums of each Q grown one half-width at
 // a time, added to the balls whose rows at distances (a, j) have that half-width: d[(x, b, c)] for the row. The 3D
-// twin of disk_row: about 60 vector adds per voxel and 16 channels for k = 5 where the bands' depthwise filters take
+// twin of disk_row: about 50 vector adds per voxel and 16 channels for k = 5 where the bands' depthwise filters take
 // 153 taps per voxel and channel.
 template <int B, int K, int L>
 void ball_row(const float* volume, int64_t z, int64_t y, int64_t D, int64_t H, int64_t W, int64_t C, int64_t c0,
