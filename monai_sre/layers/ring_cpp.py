@@ -156,6 +156,13 @@ def cpp_available() -> bool:
     return cpp_extension() is not None
 
 
+def _required_extension() -> Any:
+    module = cpp_extension()
+    if module is None:
+        raise RuntimeError("monai_sre: the fused CPU kernel is not available (see cpp_available()).")
+    return module
+
+
 def disk_mixing(weight: torch.Tensor, bands: list[int], transposed: bool = False,
                 scale: torch.Tensor | None = None) -> torch.Tensor:
     """The kernel's mixing matrix from float32 band weights ``(Cout, Cin, num_rings)``: ``V_i = W_{bands[i]} -
@@ -172,10 +179,8 @@ def disk_mixing(weight: torch.Tensor, bands: list[int], transposed: bool = False
         RuntimeError: when the kernel is not available (:func:`cpp_available`), or for a ``scale`` that is not a
             float32 CPU tensor of ``Cout`` elements.
     """
-    module = cpp_extension()
-    if module is None:
-        raise RuntimeError("monai_sre: the fused CPU kernel is not available (see cpp_available()).")
-    return module.disk_mixing(weight, bands, transposed, scale if scale is not None else weight.new_empty(0))
+    return _required_extension().disk_mixing(weight, bands, transposed,
+                                             scale if scale is not None else weight.new_empty(0))
 
 
 def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, widths: torch.Tensor,
@@ -186,28 +191,26 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     while it is in cache (a residual block's separate add and ReLU passes over memory are gone).
 
     Args:
-        x: float32 CPU input ``(N, Cin, H, W)`` (made channels-last).
+        x: float32 CPU input ``(N, Cin, H, W)`` or ``(N, Cin, D, H, W)`` (made channels-last).
         weight: band weights ``(Cout, Cin, num_rings)``.
         bias: ``(Cout,)``, added after the scale, or None.
         widths: :func:`disk_widths` of the non-empty ``bands``.
         bands: the non-empty bands.
         scale: ``(Cout,)`` factor of the convolution's output, or None.
-        residual: ``(N, Cout, H, W)`` float32 added before the ReLU (made channels-last), or None.
+        residual: float32 of the output's shape, added before the ReLU (made channels-last), or None.
         relu: clamp the result at zero.
 
     Returns:
-        channels-last float32 ``(N, Cout, H, W)``.
+        channels-last float32, ``x``'s shape with ``Cout`` channels.
 
     Raises:
         RuntimeError: when the kernel is not available, or for operands of other shapes or dtypes.
     """
-    module = cpp_extension()
-    if module is None:
-        raise RuntimeError("monai_sre: the fused CPU kernel is not available (see cpp_available()).")
     empty = x.new_empty(0)
-    return module.disk_conv(channels_last(x), widths, disk_mixing(weight, bands, scale=scale),
-                            bias if bias is not None else empty,
-                            channels_last(residual) if residual is not None else empty, relu, TILE_PIXELS)
+    return _required_extension().disk_conv(channels_last(x), widths, disk_mixing(weight, bands, scale=scale),
+                                           bias if bias is not None else empty,
+                                           channels_last(residual) if residual is not None else empty, relu,
+                                           TILE_PIXELS)
 
 
 class FusedRingConv(torch.autograd.Function):
