@@ -231,9 +231,7 @@ class FusedRingConv(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.operands = (widths, bands)
         ctx.has_bias = bias is not None
-        empty = x.new_empty(0)
-        return cpp_extension().disk_conv(x, widths, disk_mixing(weight, bands), bias if bias is not None else empty,
-                                         empty, False, TILE_PIXELS)
+        return fused_inference(x, weight, bias, widths, bands)  # autograd is off inside forward
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]

@@ -329,11 +329,12 @@ BallRows default_ball_rows(const int64_t* widths, int64_t B, int64_t K) {
   return nullptr;
 }
 
-// Ball sums of `rows` output rows of one plane for any 3D band map from box sums: hbuf holds, for each of the K
-// planes z - R .. z + R, the box sums of rows y0 - R .. y0 + rows + R - 1 (h_plane floats apart, zero outside the
-// volume): dbuf[(row, x, b, c)] = sum_{kz, ky} H_{w(b, kz, ky)}[kz, row + ky, x, c].
-void ball_sums_any(const int64_t* widths, const float* hbuf, int64_t h_plane, float* dbuf, int64_t rows, int64_t W,
-                   int64_t C, int64_t B, int64_t K) {
+// Disk (ball) sums of `rows` output rows of one image (plane) for any band map (other ring counts, other kernel
+// sizes) from box sums: hbuf holds, for each of the P kernel planes (1 in 2D, K in 3D: planes z - R .. z + R), the
+// box sums of rows y0 - R .. y0 + rows + R - 1 (h_plane floats apart, zero outside the image or volume); widths is
+// (B, P, K): dbuf[(row, x, b, c)] = sum_{kz, ky} H_{w(b, kz, ky)}[kz, row + ky, x, c].
+void disk_sums_any(const int64_t* widths, const float* hbuf, int64_t h_plane, float* dbuf, int64_t rows, int64_t W,
+                   int64_t C, int64_t B, int64_t P, int64_t K) {
   const int64_t R = (K - 1) / 2;
   const int64_t h_row = W * (R + 1) * C;
   for (int64_t y = 0; y < rows; ++y) {
@@ -342,37 +343,13 @@ void ball_sums_any(const int64_t* widths, const float* hbuf, int64_t h_plane, fl
       std::fill(d, d + B * C, 0.f);
       for (int64_t b = 0; b < B; ++b) {
         float* __restrict__ dst = d + b * C;
-        for (int64_t kz = 0; kz < K; ++kz) {
+        for (int64_t kz = 0; kz < P; ++kz) {
           for (int64_t ky = 0; ky < K; ++ky) {
-            const int64_t w = widths[(b * K + kz) * K + ky];
+            const int64_t w = widths[(b * P + kz) * K + ky];
             if (w < 0) continue;
             const float* __restrict__ src = hbuf + kz * h_plane + (y + ky) * h_row + x * (R + 1) * C + w * C;
             for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
           }
-        }
-      }
-    }
-  }
-}
-
-// Disk sums of `rows` output rows for any band map (other ring counts, other kernel sizes) from their box sums
-// (hbuf starts R rows above the first output row): dbuf[(row, x, b, c)] = sum_k H_{w(b, k)}[row + k, x, c].
-void disk_sums_any(const int64_t* widths, const float* hbuf, float* dbuf, int64_t rows, int64_t W, int64_t C,
-                   int64_t B, int64_t K) {
-  const int64_t R = (K - 1) / 2;
-  const int64_t h_row = W * (R + 1) * C;
-  for (int64_t y = 0; y < rows; ++y) {
-    for (int64_t x = 0; x < W; ++x) {
-      const float* h = hbuf + y * h_row + x * (R + 1) * C;
-      float* __restrict__ d = dbuf + (y * W + x) * B * C;
-      std::fill(d, d + B * C, 0.f);
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t w = widths[b * K + k];
-          if (w < 0) continue;
-          const float* __restrict__ src = h + k * h_row + w * C;
-          float* __restrict__ dst = d + b * C;
-          for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
         }
       }
     }
@@ -421,20 +398,17 @@ void for_each_tile(const torch::Tensor& x, const std::vector<int64_t>& table, in
         } else if (direct_3d) {
           const int64_t z = plane % D;
           direct_3d(image - z * H * W * C, z, y0, rows, D, H, W, C, aligned, d);
-        } else if (!volume) {
-          box_sums(image, hbuf.data(), y0 - R, rows + 2 * R, H, W, R, C);
-          disk_sums_any(table.data(), hbuf.data(), d, rows, W, C, B, K);
-        } else {
-          const int64_t z = plane % D;
+        } else {  // box sums of the P planes around the output plane (2D: the image), then the disks
+          const int64_t z = plane % D, P = volume ? K : 1, Rz = (P - 1) / 2;
           const int64_t stride = (rows + 2 * R) * W * (R + 1) * C;  // this segment's box sums per plane
-          for (int64_t kz = 0; kz < K; ++kz) {
+          for (int64_t kz = 0; kz < P; ++kz) {
             float* h = hbuf.data() + kz * stride;
-            if (z - R + kz < 0 || z - R + kz >= D)
+            if (z - Rz + kz < 0 || z - Rz + kz >= D)
               std::fill(h, h + stride, 0.f);
             else
-              box_sums(image + (kz - R) * H * W * C, h, y0 - R, rows + 2 * R, H, W, R, C);
+              box_sums(image + (kz - Rz) * H * W * C, h, y0 - R, rows + 2 * R, H, W, R, C);
           }
-          ball_sums_any(table.data(), hbuf.data(), stride, d, rows, W, C, B, K);
+          disk_sums_any(table.data(), hbuf.data(), stride, d, rows, W, C, B, P, K);
         }
         r += rows;
       }
