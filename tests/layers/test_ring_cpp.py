@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -39,6 +42,7 @@ GEOMETRIES = [
     (8, 8, 5, 9, 1, False, None),
     (24, 16, 11, 9, 2, True, 3),
     (5, 7, 6, 11, 2, False, None),
+    (64, 64, 32, 9, 2, True, None),  # tiles of 512 pixels x depth 320: the forward product on oneDNN
 ]
 
 
@@ -86,11 +90,11 @@ def test_cpp_path_equals_the_dense_path_with_all_gradients(dims, geometry):
     assert out.is_contiguous(memory_format=layout) and out._base is None
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_cpp_path_is_the_same_at_one_and_two_threads(dims):
-    torch.manual_seed(1)
-    conv = SREConv(dims, 32, 48, 9 if dims == 2 else 5, path="cpp").eval()
-    x = torch.randn(5, 32, 13, 17) if dims == 2 else torch.randn(3, 32, 7, 9, 6)
+@pytest.mark.parametrize("dims,channels,shape", [(2, 32, (5, 13, 17)), (2, 64, (2, 32, 32)), (3, 32, (3, 7, 9, 6))])
+def test_cpp_path_is_the_same_at_one_and_two_threads(dims, channels, shape):
+    torch.manual_seed(1)  # 64 channels at 32x32: the forward products on oneDNN
+    conv = SREConv(dims, channels, 64, 9 if dims == 2 else 5, path="cpp").eval()
+    x = torch.randn(shape[0], channels, *shape[1:])
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -100,6 +104,33 @@ def test_cpp_path_is_the_same_at_one_and_two_threads(dims):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)  # every tile is summed and multiplied alone: bitwise the same
+
+
+def test_large_forward_products_run_on_onednn_with_atens_numbers(tmp_path):
+    assert ring_cpp.product_backend() == ("onednn" if torch.backends.mkldnn.is_available() else "aten")
+    torch.manual_seed(8)
+    conv = SREConv(2, 64, 64, 9, path="cpp").eval()  # tiles of 512 x 320 by 320 x 64: large enough for oneDNN
+    x = torch.randn(2, 64, 32, 32)
+    torch.save({"conv": conv.state_dict(), "x": x}, tmp_path / "case.pt")
+    script = f"""
+import torch
+from monai_sre import SREConv
+from monai_sre.layers import ring_cpp
+case = torch.load({str(tmp_path / "case.pt")!r})
+conv = SREConv(2, 64, 64, 9, path="cpp").eval()
+conv.load_state_dict(case["conv"])
+with torch.no_grad():
+    torch.save({{"backend": ring_cpp.product_backend(), "y": conv(case["x"])}}, {str(tmp_path / "aten.pt")!r})
+"""
+    env = {**os.environ, ring_cpp.ONEDNN_ENV: "0"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=600)
+    aten = torch.load(tmp_path / "aten.pt")
+    assert aten["backend"] == "aten"
+    with torch.no_grad():
+        y = conv(x)
+        dense = torch.nn.functional.conv2d(x.double(), conv.dense_kernel().double(), conv.bias.double(), padding=4)
+    assert _relative_error(aten["y"], dense) < 2e-6 and _relative_error(y, dense) < 2e-6
+    assert _relative_error(y, aten["y"]) < 2e-6
 
 
 def test_cpp_network_keeps_exact_quarter_turn_invariance():
