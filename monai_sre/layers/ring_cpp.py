@@ -13,9 +13,9 @@ for a 5x5x5 kernel instead of 153) in thread-local buffers, and multiplies them 
 W_b - W_{b+1}``, formed by the kernel too) in one product per tile. The backward is the same kernel on the output
 gradient: its disk sums, once, give both the input gradient (with the transposed mixing: the disks are symmetric) and
 the mixing gradient. The forward's large tile products (depth >= 256, >= 2^23 multiply-adds) run on oneDNN's matmul
-where PyTorch has oneDNN (:func:`product_backend`; 7.5% faster SRE-ResNet-18 inference than MKL's sgemm on the
-AVX-512 EPYC VM), the others and the backward's on ATen's product (MKL or OpenBLAS); ``MONAI_SRE_ONEDNN=0`` keeps
-ATen's everywhere.
+in inference where PyTorch has oneDNN (:func:`product_backend`; SRE-ResNet-18's 2D inference 6-7.5% faster than with
+MKL's sgemm on the AVX-512 EPYC VM), the others and all of training's on ATen's product (MKL or OpenBLAS);
+``MONAI_SRE_ONEDNN=0`` keeps ATen's everywhere.
 
 Scope: 2D and 3D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square or cubic
 kernel whose disks are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++
@@ -164,7 +164,8 @@ def cpp_available() -> bool:
 
 def product_backend() -> str:
     """Which library takes the C++ kernel's large forward tile products: ``"onednn"`` (oneDNN's matmul, where PyTorch
-    has oneDNN, the default) or ``"aten"`` (ATen's matrix product, which also takes every product of the backward).
+    has oneDNN, the default, in inference) or ``"aten"`` (ATen's matrix product, which also takes the small products and
+    every product of training).
 
     Raises:
         RuntimeError: when the kernel is not available (:func:`cpp_available`).
@@ -201,7 +202,7 @@ def disk_mixing(weight: torch.Tensor, bands: list[int], transposed: bool = False
 
 def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, widths: torch.Tensor,
                     bands: list[int], scale: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-                    relu: bool = False) -> torch.Tensor:
+                    relu: bool = False, onednn: bool = True) -> torch.Tensor:
     """``relu?(conv(x) * scale + bias + residual)`` by the C++ kernel in one call, without autograd: the per-channel
     ``scale`` folded into the mixing matrix, the bias, residual and ReLU applied to each tile right after its product
     while it is in cache (a residual block's separate add and ReLU passes over memory are gone).
@@ -215,6 +216,8 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         scale: ``(Cout,)`` factor of the convolution's output, or None.
         residual: float32 of the output's shape, added before the ReLU (made channels-last), or None.
         relu: clamp the result at zero.
+        onednn: the large tile products may run on oneDNN's matmul (:func:`product_backend`); False keeps ATen's
+            product (a training forward, where it did not pay: see ``csrc/ring_cpu.cpp``).
 
     Returns:
         channels-last float32, ``x``'s shape with ``Cout`` channels.
@@ -226,7 +229,7 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return _required_extension().disk_conv(channels_last(x), widths, disk_mixing(weight, bands, scale=scale),
                                            bias if bias is not None else empty,
                                            channels_last(residual) if residual is not None else empty, relu,
-                                           TILE_PIXELS)
+                                           TILE_PIXELS, onednn)
 
 
 class FusedRingConv(torch.autograd.Function):
@@ -247,7 +250,7 @@ class FusedRingConv(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.operands = (widths, bands)
         ctx.has_bias = bias is not None
-        return fused_inference(x, weight, bias, widths, bands)  # autograd is off inside forward
+        return fused_inference(x, weight, bias, widths, bands, onednn=False)  # autograd is off inside forward
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]

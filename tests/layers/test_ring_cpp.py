@@ -106,7 +106,7 @@ def test_cpp_path_is_the_same_at_one_and_two_threads(dims, channels, shape):
     assert torch.equal(one, two)  # every tile is summed and multiplied alone: bitwise the same
 
 
-def test_large_forward_products_run_on_onednn_with_atens_numbers(tmp_path):
+def test_large_inference_products_run_on_onednn_with_atens_numbers(tmp_path):
     assert ring_cpp.product_backend() == ("onednn" if torch.backends.mkldnn.is_available() else "aten")
     torch.manual_seed(8)
     conv = SREConv(2, 64, 64, 9, path="cpp").eval()  # tiles of 512 x 320 by 320 x 64: large enough for oneDNN
@@ -131,6 +131,8 @@ with torch.no_grad():
         dense = torch.nn.functional.conv2d(x.double(), conv.dense_kernel().double(), conv.bias.double(), padding=4)
     assert _relative_error(aten["y"], dense) < 2e-6 and _relative_error(y, dense) < 2e-6
     assert _relative_error(y, aten["y"]) < 2e-6
+    # a training forward keeps ATen's product: bitwise the subprocess's numbers
+    assert torch.equal(conv(x.requires_grad_()).detach(), aten["y"])
 
 
 def test_cpp_network_keeps_exact_quarter_turn_invariance():

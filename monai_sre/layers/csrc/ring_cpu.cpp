@@ -448,10 +448,11 @@ std::vector<int64_t> check_widths(const torch::Tensor& widths, int64_t image_dim
 // (PyTorch's at::native::mkldnn_matmul) where PyTorch has oneDNN and the product is large, else ATen's (MKL or
 // OpenBLAS). One thread, Zen 4 EPYC: oneDNN's JIT kernels took the products of depth >= 256 and >= 2^23 MACs 4-10%
 // faster than MKL's sgemm (52.1 against 48.1 GMAC/s for (512 x 320) x (320 x 64), 56.1 against 51.7 for (512 x 768)
-// x (768 x 256)) and smaller ones up to 6x slower (a 1- or 3-channel stem). SRE-ResNet-18 2D inference 7.5% faster
-// (188.5 against 204.4 ms, batch 32 at 32x32); the backward's products stay with ATen: there oneDNN's scratchpad,
-// allocated per call, cost more in a training step than its kernels saved (674 against 660 ms). MONAI_SRE_ONEDNN=0
-// keeps ATen's product everywhere (read once).
+// x (768 x 256)) and smaller ones up to 6x slower (a 1- or 3-channel stem). In inference
+// SRE-ResNet-18 2D ran 6-7.5% faster (188.5 against 204.4 ms, batch 32 at 32x32, one thread); a training step did
+// not gain (674 against 660 ms with the backward's products on oneDNN too, 0.97-0.98x with the forward's alone:
+// oneDNN allocates its scratchpad per call, and in a training process that memory is mapped afresh), so only
+// inference asks for it (`onednn`). MONAI_SRE_ONEDNN=0 keeps ATen's product everywhere (read once).
 using MatmulFn = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float, float);
 
 MatmulFn find_onednn_matmul() {
@@ -481,8 +482,8 @@ MatmulFn onednn_matmul() {
   return matmul;
 }
 
-void forward_product(const torch::Tensor& left, const torch::Tensor& right, torch::Tensor& rows) {
-  const MatmulFn matmul = onednn_matmul();
+void forward_product(const torch::Tensor& left, const torch::Tensor& right, torch::Tensor& rows, bool onednn) {
+  const MatmulFn matmul = onednn ? onednn_matmul() : nullptr;
   if (matmul != nullptr && left.size(1) >= 256 && left.size(0) * left.size(1) * right.size(1) >= (int64_t{1} << 23))
     matmul(left, right, rows, 0.f, 1.f);
   else
@@ -495,12 +496,14 @@ void forward_product(const torch::Tensor& left, const torch::Tensor& right, torc
 // kernel row (-1: no taps), (B, K) in 2D, (B, K, K) in 3D (row (kz, ky)), K = 2R + 1 odd. mixing: (B * C, Cout)
 // float32, row b * C + c = V_b[:, c]. bias: (Cout,) or an empty tensor. residual: an empty tensor or a channels-last
 // float32 tensor of the output's shape, added to the output; relu: clamp the output at zero after that. tile_pixels:
-// about how many output pixels one product covers.
+// about how many output pixels one product covers. onednn: the large products may run on oneDNN (forward_product;
+// inference).
 // Returns relu?(conv(x) + bias + residual), x's shape with Cout channels, float32 stored channels-last (a tensor of
 // its own). The bias, residual and ReLU are applied to each tile right after its product, while it is in cache: a
 // residual block's separate add and ReLU passes over memory are gone (inference only: no autograd).
 torch::Tensor disk_conv(const torch::Tensor& x, const torch::Tensor& widths, const torch::Tensor& mixing,
-                        const torch::Tensor& bias, const torch::Tensor& residual, bool relu, int64_t tile_pixels) {
+                        const torch::Tensor& bias, const torch::Tensor& residual, bool relu, int64_t tile_pixels,
+                        bool onednn) {
   check_input(x, "x");
   const auto table = check_widths(widths, x.dim());
   const int64_t C = x.size(1), W = x.size(-1), B = widths.size(0), K = widths.size(-1);
@@ -527,7 +530,7 @@ torch::Tensor disk_conv(const torch::Tensor& x, const torch::Tensor& widths, con
   for_each_tile(x, table, B, K, tile_pixels, [&](int64_t, int64_t r0, int64_t r1, float* sums) {
     const int64_t pixels = (r1 - r0) * W;
     auto rows = torch::from_blob(dst + r0 * W * Cout, {pixels, Cout}, x.options());
-    forward_product(torch::from_blob(sums, {pixels, B * C}, x.options()), mix, rows);
+    forward_product(torch::from_blob(sums, {pixels, B * C}, x.options()), mix, rows, onednn);
     if (shift_ptr == nullptr && res_ptr == nullptr && !relu) return;
     float* __restrict__ o = dst + r0 * W * Cout;
     const float* __restrict__ r = add ? res_ptr + r0 * W * Cout : nullptr;
@@ -641,6 +644,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("disk_conv_backward", &disk_conv_backward, "Its input gradient and disk-mixing gradient");
   m.def("has_direct_sums", &has_direct_sums, "Whether a widths table has compile-time disk sums");
   m.def("product_backend", [] { return onednn_matmul() != nullptr ? "onednn" : "aten"; },
-        "Which library takes the large forward products: onednn or aten");
+        "Which library takes the large products of inference: onednn or aten");
   m.def("disk_mixing", &disk_mixing, "The disk-mixing matrix of band weights (or its input-gradient layout)");
 }
