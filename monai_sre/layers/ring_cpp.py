@@ -13,8 +13,8 @@ for a 5x5x5 kernel instead of 153) in thread-local buffers, and multiplies them 
 W_b - W_{b+1}``, formed by the kernel too) in one product per tile. The backward is the same kernel on the output
 gradient: its disk sums, once, give both the input gradient (with the transposed mixing: the disks are symmetric) and
 the mixing gradient. The forward's large tile products (depth >= 256, >= 2^23 multiply-adds) run on oneDNN's matmul
-in inference where PyTorch has oneDNN (:func:`product_backend`; SRE-ResNet-18's 2D inference 6-7.5% faster than with
-MKL's sgemm on the AVX-512 EPYC VM), the others and all of training's on ATen's product (MKL or OpenBLAS);
+in inference where PyTorch has oneDNN (:func:`product_backend`; SRE-ResNet-18's 2D inference 1.09-1.10x as fast as
+with MKL's sgemm on the AVX-512 EPYC VM), the others and all of training's on ATen's product (MKL or OpenBLAS);
 ``MONAI_SRE_ONEDNN=0`` keeps ATen's everywhere.
 
 Scope: 2D and 3D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square or cubic
@@ -45,7 +45,7 @@ __all__ = ["CPP_ENV", "ONEDNN_ENV", "TILE_PIXELS", "CPP_MAX_DEPTH", "CPP_MAX_DEP
 #: raises).
 CPP_ENV = "MONAI_SRE_CPP"
 #: Environment variable: ``0`` keeps the forward's large tile products on ATen's matrix product (MKL or OpenBLAS)
-#: instead of oneDNN's matmul; read once, when the kernel first multiplies.
+#: instead of oneDNN's matmul; read once, the first time the kernel asks.
 ONEDNN_ENV = "MONAI_SRE_ONEDNN"
 #: Output pixels per tile of the C++ kernel: one product of ``(TILE_PIXELS, bands * C)`` by ``(bands * C, Cout)``.
 #: Measured on the 2-vCPU AVX-512 VM, one thread, 64-channel 32x32 layer: 128, 256 and 512 within 10%, 512 the

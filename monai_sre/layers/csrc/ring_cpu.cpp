@@ -448,11 +448,11 @@ std::vector<int64_t> check_widths(const torch::Tensor& widths, int64_t image_dim
 // (PyTorch's at::native::mkldnn_matmul) where PyTorch has oneDNN and the product is large, else ATen's (MKL or
 // OpenBLAS). One thread, Zen 4 EPYC: oneDNN's JIT kernels took the products of depth >= 256 and >= 2^23 MACs 4-10%
 // faster than MKL's sgemm (52.1 against 48.1 GMAC/s for (512 x 320) x (320 x 64), 56.1 against 51.7 for (512 x 768)
-// x (768 x 256)) and smaller ones up to 6x slower (a 1- or 3-channel stem). In inference
-// SRE-ResNet-18 2D ran 6-7.5% faster (188.5 against 204.4 ms, batch 32 at 32x32, one thread); a training step did
-// not gain (674 against 660 ms with the backward's products on oneDNN too, 0.97-0.98x with the forward's alone:
-// oneDNN allocates its scratchpad per call, and in a training process that memory is mapped afresh), so only
-// inference asks for it (`onednn`). MONAI_SRE_ONEDNN=0 keeps ATen's product everywhere (read once).
+// x (768 x 256)) and smaller ones up to 6x slower (a 1- or 3-channel stem); SRE-ResNet-18's 2D inference became
+// 1.09x as fast at one thread and 1.10x at two (benchmarks/revision_ab.py). A training step did not gain (674
+// against 660 ms with the backward's products on oneDNN too, 0.97-0.98x with the forward's alone: oneDNN allocates
+// its scratchpad per call, and in a training process that memory is mapped afresh), so only inference asks for it
+// (`onednn`). MONAI_SRE_ONEDNN=0 keeps ATen's product everywhere (read once).
 using MatmulFn = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float, float);
 
 MatmulFn find_onednn_matmul() {
