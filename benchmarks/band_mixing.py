@@ -12,7 +12,11 @@ ring-decomposed inference, each checked against the dense path before it is time
   feed its product);
 - ``1x1 convolutions``: the layer's band sums, each mixed by oneDNN's 1x1 convolution and added to the output;
 - ``C++ kernel``: the layer with ``path="cpp"`` (:mod:`~monai_sre.layers.ring_cpp`: disk sums of a tile of rows fed
-  into one product over all bands; ball sums in 3D), where it can run.
+  into one product over all bands; ball sums in 3D), where it can run;
+- ``C++, oneDNN product`` and ``C++, ATen product``: the kernel called directly
+  (:func:`~monai_sre.layers.ring_cpp.fused_inference`), its large products on oneDNN's matmul (where PyTorch has
+  oneDNN: :func:`~monai_sre.layers.ring_cpp.product_backend`; what inference runs) or every product on ATen's (MKL
+  or OpenBLAS; what a training forward runs).
 
 The two variants run in the layer's batch chunks (:func:`~monai_sre.layers.ring_ops.batch_chunks`, 1 MiB per
 thread), so that only the way the band sums reach the product differs.
@@ -34,7 +38,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from monai_sre.layers import SREConv
+from monai_sre.layers import SREConv, ring_cpp
 from monai_sre.layers.ring_ops import band_sum, batch_chunks, channels_last_strides, conv_nd, cpu_chunk_bytes
 from suite import CLOCKS, interleaved_medians  # this script's own folder
 
@@ -105,6 +109,9 @@ def variants(conv: SREConv, x: torch.Tensor) -> dict[str, Callable[[], torch.Ten
                 return fused(x)
 
         fns["C++ kernel"] = run_fused
+        widths, bands = conv._disk_widths, conv._bands
+        for name, onednn in (("C++, oneDNN product", True), ("C++, ATen product", False)):
+            fns[name] = lambda onednn=onednn: ring_cpp.fused_inference(x, weight, None, widths, bands, onednn=onednn)
     return fns
 
 

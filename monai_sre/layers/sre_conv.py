@@ -648,7 +648,9 @@ class _SREConvNd(nn.Module):
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
         if path == "cpp":
-            return FusedRingConv.apply(channels_last(x), weight, bias, self._disk_widths, self._bands)
+            if self._needs_grad(x, weight, bias):
+                return FusedRingConv.apply(channels_last(x), weight, bias, self._disk_widths, self._bands)
+            return fused_inference(x, weight, bias, self._disk_widths, self._bands)  # oneDNN's products where large
         if path == "triton":
             offsets, starts = self._tap_offsets(padding, x.device)
             out_spatial = [n + 2 * p - d * (k - 1) for n, p, d, k in zip(x.shape[2:], padding, dilation,
