@@ -45,7 +45,7 @@ __all__ = ["CPP_ENV", "ONEDNN_ENV", "TILE_PIXELS", "CPP_MAX_DEPTH", "CPP_MAX_DEP
 #: raises).
 CPP_ENV = "MONAI_SRE_CPP"
 #: Environment variable: ``0`` keeps the forward's large tile products on ATen's matrix product (MKL or OpenBLAS)
-#: instead of oneDNN's matmul; read once, the first time the kernel asks.
+#: instead of oneDNN's matmul; read on every call, as :data:`CPP_ENV` is.
 ONEDNN_ENV = "MONAI_SRE_ONEDNN"
 #: Output pixels per tile of the C++ kernel: one product of ``(TILE_PIXELS, bands * C)`` by ``(bands * C, Cout)``.
 #: Measured on the 2-vCPU AVX-512 VM, one thread, 64-channel 32x32 layer: 128, 256 and 512 within 10%, 512 the
@@ -170,7 +170,12 @@ def product_backend() -> str:
     Raises:
         RuntimeError: when the kernel is not available (:func:`cpp_available`).
     """
-    return _required_extension().product_backend()
+    module = _required_extension()
+    return module.product_backend() if _onednn_allowed() else "aten"
+
+
+def _onednn_allowed() -> bool:
+    return os.environ.get(ONEDNN_ENV, "") != "0"
 
 
 def _required_extension() -> Any:
@@ -229,7 +234,7 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return _required_extension().disk_conv(channels_last(x), widths, disk_mixing(weight, bands, scale=scale),
                                            bias if bias is not None else empty,
                                            channels_last(residual) if residual is not None else empty, relu,
-                                           TILE_PIXELS, onednn)
+                                           TILE_PIXELS, onednn and _onednn_allowed())
 
 
 class FusedRingConv(torch.autograd.Function):

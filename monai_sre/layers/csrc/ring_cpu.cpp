@@ -25,10 +25,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstdint>
 #include <exception>
-#include <string>
 #include <utility>
 #include <vector>
 
@@ -452,12 +450,11 @@ std::vector<int64_t> check_widths(const torch::Tensor& widths, int64_t image_dim
 // 1.09x as fast at one thread and 1.10x at two (benchmarks/revision_ab.py). A training step did not gain (674
 // against 660 ms with the backward's products on oneDNN too, 0.97-0.98x with the forward's alone: oneDNN allocates
 // its scratchpad per call, and in a training process that memory is mapped afresh), so only inference asks for it
-// (`onednn`). MONAI_SRE_ONEDNN=0 keeps ATen's product everywhere (read once).
+// (`onednn`; ring_cpp.py leaves it false under MONAI_SRE_ONEDNN=0).
 using MatmulFn = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float, float);
 
 MatmulFn find_onednn_matmul() {
-  const char* off = std::getenv("MONAI_SRE_ONEDNN");
-  if ((off != nullptr && std::string(off) == "0") || !at::hasMKLDNN()) return nullptr;
+  if (!at::hasMKLDNN()) return nullptr;
   // void at::native::mkldnn_matmul(const Tensor& mat1, const Tensor& mat2, const Tensor& result, float beta, float
   // alpha), result = beta * result + alpha * mat1 x mat2: exported by libtorch_cpu, but no header ships it, so it is
   // looked up by its (Itanium ABI) name at run time and a PyTorch without it still loads this module.
@@ -644,6 +641,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("disk_conv_backward", &disk_conv_backward, "Its input gradient and disk-mixing gradient");
   m.def("has_direct_sums", &has_direct_sums, "Whether a widths table has compile-time disk sums");
   m.def("product_backend", [] { return onednn_matmul() != nullptr ? "onednn" : "aten"; },
-        "Which library takes the large products of inference: onednn or aten");
+        "Which library takes the large products of inference where the caller allows oneDNN: onednn or aten");
   m.def("disk_mixing", &disk_mixing, "The disk-mixing matrix of band weights (or its input-gradient layout)");
 }
