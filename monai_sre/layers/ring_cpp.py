@@ -15,7 +15,9 @@ gradient: its disk sums, once, give both the input gradient (with the transposed
 the mixing gradient. The forward's large tile products (depth >= 256, >= 2^23 multiply-adds) run on oneDNN's matmul
 in inference where PyTorch has oneDNN (:func:`product_backend`; SRE-ResNet-18's 2D inference 1.09-1.10x as fast as
 with MKL's sgemm on the AVX-512 EPYC VM), the others and all of training's on ATen's product (MKL or OpenBLAS);
-``MONAI_SRE_ONEDNN=0`` keeps ATen's everywhere.
+``MONAI_SRE_ONEDNN=0`` keeps ATen's everywhere. The kernel's two entry points are PyTorch operators
+(``torch.ops.monai_sre.disk_conv`` and ``disk_conv_backward``, with shape functions for fake tensors), so
+``torch.compile`` keeps the path in its graph.
 
 Scope: 2D and 3D, float32, stride 1, dilation 1, one group, zero padding of the kernel radius, a square or cubic
 kernel whose disks are centred runs of columns in every row (every radially symmetric band map). Like MONAI's own C++
@@ -32,11 +34,11 @@ import shutil
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Optional, Tuple  # the operators' signatures: torch.library reads them
 
 import torch
 
-from monai_sre.layers.ring_ops import channels_last
+from monai_sre.layers.ring_ops import channels_last, channels_last_strides
 
 __all__ = ["CPP_ENV", "ONEDNN_ENV", "TILE_PIXELS", "CPP_MAX_DEPTH", "CPP_MAX_DEPTH_3D", "disk_widths", "cpp_extension",
            "cpp_available", "product_backend", "disk_mixing", "fused_inference", "FusedRingConv"]
@@ -157,6 +159,9 @@ def cpp_extension() -> Any | None:
         return module
 
 
+# torch.compile takes the answer as a constant of the graph it traces: tracing into the build's lock broke the graph
+# at every SRE layer of a network compiled before its first eager call (6 graphs for SRE-ResNet-18's training step).
+@torch.compiler.assume_constant_result
 def cpp_available() -> bool:
     """Whether the C++ path can run here (building it on the first call)."""
     return cpp_extension() is not None
@@ -212,6 +217,9 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     ``scale`` folded into the mixing matrix, the bias, residual and ReLU applied to each tile right after its product
     while it is in cache (a residual block's separate add and ReLU passes over memory are gone).
 
+    The kernel runs as the operator ``torch.ops.monai_sre.disk_conv``, so ``torch.compile`` keeps it in its graph (one
+    opaque node with its output's shape and layout) instead of breaking the graph at a foreign call.
+
     Args:
         x: float32 CPU input ``(N, Cin, H, W)`` or ``(N, Cin, D, H, W)`` (made channels-last).
         weight: band weights ``(Cout, Cin, num_rings)``.
@@ -222,7 +230,8 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         residual: float32 of the output's shape, added before the ReLU (made channels-last), or None.
         relu: clamp the result at zero.
         onednn: the large tile products may run on oneDNN's matmul (:func:`product_backend`); False keeps ATen's
-            product (a training forward, where it did not pay: see ``csrc/ring_cpu.cpp``).
+            product (a training forward, where it did not pay: see ``csrc/ring_cpu.cpp``). :data:`ONEDNN_ENV` is read
+            here, on every call (under ``torch.compile``, when the graph is traced).
 
     Returns:
         channels-last float32, ``x``'s shape with ``Cout`` channels.
@@ -230,11 +239,50 @@ def fused_inference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     Raises:
         RuntimeError: when the kernel is not available, or for operands of other shapes or dtypes.
     """
+    return _disk_conv(x, weight, bias, widths, list(bands), scale, residual, relu, onednn and _onednn_allowed())
+
+
+# The kernel's two entry points as PyTorch operators (as ring_triton.py's kernels are), so that torch.compile keeps
+# the C++ path in its graph. Before, a compiled network fell back to the decomposed path: a compiled SRE-ResNet-18
+# trained and inferred 1.8-1.9x slower than now and 1.7-1.8x slower than eager (2D 3x32x32, batch 32, two threads;
+# benchmarks/README.md, "torch.compile on CPU"). In eager mode the dispatch costs about 18 us per call (29 against
+# 11 us for a 4x4 input, one thread), 0.3% of that network's inference.
+@torch.library.custom_op("monai_sre::disk_conv", mutates_args=())
+def _disk_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], widths: torch.Tensor,
+               bands: List[int], scale: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool,
+               onednn: bool) -> torch.Tensor:
     empty = x.new_empty(0)
     return _required_extension().disk_conv(channels_last(x), widths, disk_mixing(weight, bands, scale=scale),
                                            bias if bias is not None else empty,
                                            channels_last(residual) if residual is not None else empty, relu,
-                                           TILE_PIXELS, onednn and _onednn_allowed())
+                                           TILE_PIXELS, onednn)
+
+
+@_disk_conv.register_fake
+def _disk_conv_shape(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], widths: torch.Tensor,
+                     bands: List[int], scale: Optional[torch.Tensor], residual: Optional[torch.Tensor], relu: bool,
+                     onednn: bool) -> torch.Tensor:
+    size = [x.shape[0], weight.shape[0], *x.shape[2:]]
+    return x.new_empty_strided(size, channels_last_strides(size))
+
+
+@torch.library.custom_op("monai_sre::disk_conv_backward", mutates_args=())
+def _disk_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, widths: torch.Tensor,
+                        bands: List[int], need_x: bool, need_w: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    mixing_t = disk_mixing(weight, bands, transposed=True) if need_x else x.new_empty(0)
+    grad_x, grad_v = _required_extension().disk_conv_backward(channels_last(grad), x, widths, mixing_t, need_x, need_w,
+                                                              TILE_PIXELS)
+    # an operator returns tensors of its own: an empty one for a gradient that was not asked for
+    return (grad_x if need_x else x.new_empty(0)), (grad_v if need_w else x.new_empty(0))
+
+
+@_disk_conv_backward.register_fake
+def _disk_conv_backward_shape(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, widths: torch.Tensor,
+                              bands: List[int], need_x: bool, need_w: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    size = list(x.shape)
+    grad_x = x.new_empty_strided(size, channels_last_strides(size)) if need_x else x.new_empty(0)
+    grad_v = x.new_empty((len(bands), weight.shape[0], x.shape[1])) if need_w else x.new_empty(0)
+    return grad_x, grad_v
 
 
 class FusedRingConv(torch.autograd.Function):
@@ -261,10 +309,9 @@ class FusedRingConv(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         widths, bands = ctx.operands
-        grad = channels_last(grad.to(x.dtype))
+        grad = grad.to(x.dtype)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        mixing_t = disk_mixing(weight, bands, transposed=True) if need_x else x.new_empty(0)
-        grad_x, grad_v = cpp_extension().disk_conv_backward(grad, x, widths, mixing_t, need_x, need_w, TILE_PIXELS)
+        grad_x, grad_v = _disk_conv_backward(grad, x, weight, widths, bands, need_x, need_w)
         grad_w = None
         if need_w:  # V_i = W_i - W_{i+1}, so dW_i = dV_i - dV_{i-1}
             previous = torch.cat([torch.zeros_like(grad_v[:1]), grad_v[:-1]])

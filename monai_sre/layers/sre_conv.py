@@ -24,7 +24,8 @@ enabled) and inference, and runs a decomposed choice of a layer with at most 307
 maps) bands x channels on the C++ kernel (:data:`~monai_sre.layers.ring_cpp.CPP_MAX_DEPTH`, ``CPP_MAX_DEPTH_3D``).
 ``MONAI_SRE_AUTOTUNE=1`` measures on CPU too, ``MONAI_SRE_AUTOTUNE=0`` never measures (the cost model on CPU, the
 dense path elsewhere). Under ``torch.compile`` nothing is measured: a choice measured before compiling is kept,
-otherwise the static one applies (on CPU the decomposed path, which the compiler can trace).
+otherwise the static one applies (on CPU the C++ kernel included: its entry points are PyTorch operators, which the
+compiler keeps as nodes of its graph).
 
 Mixed precision: under ``torch.autocast`` every path computes in the autocast dtype (float16 or bfloat16) and
 returns it, as ``torch.nn.Conv`` does; channels-last inputs run on every path without copies back and forth. In
@@ -542,9 +543,9 @@ class _SREConvNd(nn.Module):
             if not self._measures(x):
                 if not self.use_decomposed():
                     return "dense"
-                # the same decomposition, fused, where its one deep product pays (CPP_MAX_DEPTH); the compiler cannot
-                # trace into the C++ call
-                fused = self._cpp_pays_off and not torch.compiler.is_compiling() and self.cpp_supported(x, padding)
+                # the same decomposition, fused, where its one deep product pays (CPP_MAX_DEPTH); an operator, so
+                # torch.compile keeps it too
+                fused = self._cpp_pays_off and self.cpp_supported(x, padding)
                 return "cpp" if fused else "decomposed"
             choice = self._path_choice[key] = self._measure_paths(x, weight, bias, padding, needs_grad)
         return choice
@@ -811,7 +812,7 @@ class SREConv(_SREConvNd):
     @torch.jit.unused
     def _fuses_inference(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                          residual: torch.Tensor | None) -> bool:
-        """Whether :meth:`forward_affine` runs as one call of the C++ kernel: the C++ path, no autograd, not traced,
+        """Whether :meth:`forward_affine` runs as one call of the C++ kernel: the C++ path, no autograd, not exported,
         and a float32 CPU residual of the output's shape (anything else keeps the unfused operators)."""
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (x, self.weight, self.bias, scale, shift, residual)):

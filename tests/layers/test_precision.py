@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from monai_sre import SREConv
+from monai_sre.layers import ring_cpp
 from monai_sre.networks import sre_resnet10
 
 _PATHS = ("dense", "decomposed")
@@ -160,20 +161,27 @@ def test_compiled_layer_with_fullgraph_matches_eager():
 
 
 @pytest.mark.slow
-def test_compiled_network_trains_like_eager():
-    # torch.compile's default backend (inductor) on a tiny SRE-ResNet with the decomposed path in every SRE layer.
+@pytest.mark.parametrize("path", ["decomposed", "auto"])
+def test_compiled_network_trains_like_eager(path):
+    # torch.compile's default backend (inductor) on a tiny SRE-ResNet with the decomposed path in every SRE layer, or
+    # the automatic choice (on CPU the C++ kernel's operators in the deeper layers).
     torch.manual_seed(9)
     net = sre_resnet10(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.125)
     for m in net.modules():
         if isinstance(m, SREConv):
-            m.path = "decomposed"
+            m.path = path
     eager = copy.deepcopy(net)
+    chosen = []
+    for m in eager.modules():
+        if isinstance(m, SREConv):
+            m.register_forward_pre_hook(lambda module, args: chosen.append(module.select_path(args[0])))
     x, target = torch.randn(2, 1, 16, 16), torch.tensor([0, 2])
     torch._dynamo.reset()
     compiled = torch.compile(net, fullgraph=True)
     for model in (eager, compiled):
         nn.functional.cross_entropy(model(x), target).backward()
     torch._dynamo.reset()
+    assert ("cpp" in chosen) == (path == "auto" and ring_cpp.cpp_available()), chosen
     # Relative to the largest gradient: biases followed by a BatchNorm have a zero gradient up to rounding.
     scale = max(p.grad.abs().max().item() for p in eager.parameters())
     for (name, a), b in zip(net.named_parameters(), eager.parameters()):

@@ -245,6 +245,80 @@ def test_cpp_network_inference_fuses_residual_adds_and_relus(monkeypatch):
     torch.testing.assert_close(fused, unfused.detach(), rtol=1e-5, atol=1e-5)
 
 
+def _channels_last_format(dims: int) -> torch.memory_format:
+    return torch.channels_last if dims == 2 else torch.channels_last_3d
+
+
+class _CountingKernel:
+    """The compiled kernel module, counting the calls of each entry point."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, {}
+
+    def __getattr__(self, name):
+        entry = getattr(self.module, name)
+
+        def counted(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return entry(*args)
+
+        return counted
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 16, 12, 12)), (3, (2, 16, 6, 7, 8))])
+def test_compiled_layer_runs_the_kernel_forward_and_backward_with_eagers_numbers(monkeypatch, dims, shape):
+    # The kernel's entry points are operators (torch.ops.monai_sre.disk_conv, disk_conv_backward) with shape functions:
+    # the compiler keeps each as one node of one graph, its backward included, instead of breaking the graph.
+    torch.manual_seed(10)
+    conv = SREConv(dims, 16, 24, 5, path="cpp")
+    x = torch.randn(*shape, requires_grad=True)
+    y = conv(x)
+    want = torch.autograd.grad(y.square().sum(), [x, conv.weight, conv.bias])
+    kernel = _CountingKernel(ring_cpp.cpp_extension())
+    monkeypatch.setitem(ring_cpp._state, "module", kernel)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(conv, fullgraph=True, backend="aot_eager")
+        y2 = compiled(x)
+        got = torch.autograd.grad(y2.square().sum(), [x, conv.weight, conv.bias])
+        assert kernel.calls == {"disk_mixing": 2, "disk_conv": 1, "disk_conv_backward": 1}
+        assert y2.shape == y.shape and y2.is_contiguous(memory_format=_channels_last_format(dims))
+        assert _relative_error(y2.detach(), y.detach()) < 1e-6
+        for g2, g in zip(got, want):
+            assert _relative_error(g2, g) < 1e-6
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), conv(x), rtol=1e-6, atol=1e-6)
+        assert kernel.calls["disk_conv"] == 3  # the compiled inference and the eager one
+    finally:
+        torch._dynamo.reset()
+
+
+def test_compiled_network_keeps_the_kernel_in_one_graph_when_compiled_before_its_first_call(monkeypatch):
+    # Compiled before any eager call, the kernel is not loaded when the compiler traces the path choice; tracing into
+    # its build lock broke the graph at every SRE layer until cpp_available() became a constant of the trace.
+    monkeypatch.setattr(ring_cpp, "_state", {})
+    torch.manual_seed(11)
+    net = sre_resnet18(spatial_dims=2, n_input_channels=1, num_classes=3, widen_factor=0.25)
+    x = torch.randn(2, 1, 16, 16)
+    torch._dynamo.reset()
+    try:
+        explained = torch._dynamo.explain(net)(x)  # training: the autograd function around the operators
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), [b.reason for b in
+                                                                             explained.break_reasons]  # fmt: skip
+        net.eval()
+        kernel = _CountingKernel(ring_cpp.cpp_extension())
+        monkeypatch.setitem(ring_cpp._state, "module", kernel)
+        with torch.no_grad():
+            net(x)
+            eager_calls = kernel.calls["disk_conv"]
+            explained = torch._dynamo.explain(net)(x)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+        nodes = [str(n.target) for g in explained.graphs for n in g.graph.nodes if n.op == "call_function"]
+        assert eager_calls >= 16 and nodes.count("monai_sre.disk_conv.default") == eager_calls
+    finally:
+        torch._dynamo.reset()
+
+
 def test_disk_widths_of_the_default_9x9_map_and_maps_it_refuses():
     index = ring_index(9, 2)
     widths = ring_cpp.disk_widths(index, list(range(5)))
