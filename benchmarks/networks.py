@@ -10,7 +10,7 @@ networks`` skips the layer table. The code lives in ``benchmarks/suite.py``; res
 are in benchmarks/README.md.
 
 Usage: ``python benchmarks/networks.py [--suite all|networks|layers] [--dims 2 3] [--sizes 32 28] [--repeats 3]
-[--device cpu] [--threads N] [--precision fp32 bf16] [--out networks.md] [--json networks.json]``
+[--device cpu] [--threads N] [--precision fp32 bf16] [--compile] [--out networks.md] [--json networks.json]``
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ all three alike: MONAI's time is the same code in every round and shows how much
 ``--clock cpu`` times each step by the worker's process CPU time (``time.process_time``) instead of wall-clock time:
 with ``--threads 1`` on a shared machine it leaves out the time other jobs hold the core, as in :mod:`ring_ab`.
 
-Usage: ``python benchmarks/revision_ab.py --base REV [--dims 2 3] [--repeats 7] [--threads N] [--clock wall|cpu]``
+Usage: ``python benchmarks/revision_ab.py --base REV [--dims 2 3] [--repeats 7] [--threads N] [--clock wall|cpu]
+[--compile]``
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def extract_package(revision: str, dest: Path) -> Path:
     return dest
 
 
-def _worker(model: str, case: dict, threads: int, clock: str = "wall") -> None:
+def _worker(model: str, case: dict, threads: int, clock: str = "wall", compiled: bool = False) -> None:
     """Build one network for ``case`` (:func:`_case`), answer ``train`` / ``infer`` with the seconds of one step, one
-    line each, until EOF; ``clock`` ``"cpu"`` counts the process's CPU time instead of wall-clock time."""
+    line each, until EOF; ``clock`` ``"cpu"`` counts the process's CPU time instead of wall-clock time; ``compiled``
+    runs the network through ``torch.compile`` (the warm-up steps pay the compilation)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -80,6 +82,7 @@ def _worker(model: str, case: dict, threads: int, clock: str = "wall") -> None:
 
         net = sre_resnet18(spatial_dims=dims, n_input_channels=channels, num_classes=classes,
                            widen_factor=case["widen_factor"])  # fmt: skip
+    run = torch.compile(net) if compiled else net
     x = torch.randn((case["batch"], channels) + (case["size"],) * dims)
     y = torch.randint(0, classes, (case["batch"],))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -87,13 +90,13 @@ def _worker(model: str, case: dict, threads: int, clock: str = "wall") -> None:
     def train() -> None:
         net.train()
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(x), y).backward()
+        torch.nn.functional.cross_entropy(run(x), y).backward()
         optimizer.step()
 
     def infer() -> None:
         net.eval()
         with torch.no_grad():
-            net(x)
+            run(x)
 
     steps = {"train": train, "infer": infer}
     timer = time.process_time if clock == "cpu" else time.perf_counter
@@ -117,7 +120,7 @@ def summarize(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, f
 
 
 def _compare(
-    case: dict, base_path: Path, repeats: int, threads: int, clock: str = "wall"
+    case: dict, base_path: Path, repeats: int, threads: int, clock: str = "wall", compiled: bool = False
 ) -> dict[str, dict[str, float]]:
     def first_on_path(root: Path) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
@@ -126,7 +129,7 @@ def _compare(
     workers = {
         name: subprocess.Popen(
             [sys.executable, __file__, "--worker", "monai" if name == "monai" else "sre", "--case", json.dumps(case),
-             "--threads", str(threads), "--clock", clock],
+             "--threads", str(threads), "--clock", clock, *(["--compile"] if compiled else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir(),
         )
         for name, env in env_of.items()
@@ -167,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall-clock time, or each worker's process CPU time (steadier with --threads 1)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run all three networks through torch.compile (default backend)")
     parser.add_argument("--worker", choices=["sre", "monai"], help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's network case, JSON
     args = parser.parse_args(argv)
@@ -174,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threads = args.threads or torch.get_num_threads()
     if args.worker:
-        _worker(args.worker, json.loads(args.case), threads, args.clock)
+        _worker(args.worker, json.loads(args.case), threads, args.clock, args.compile)
         return 0
     if not args.base:
         parser.error("--base is required")
@@ -186,10 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             parser.error(str(e))
         print(f"sre_resnet18 at {args.base} (base) against this checkout (current), MONAI resnet18 as control; "
-              f"{threads} threads, {args.clock} clock, medians of {args.repeats} interleaved rounds")  # fmt: skip
+              f"{threads} threads, {args.clock} clock, medians of {args.repeats} interleaved rounds"
+              f"{', all compiled (torch.compile)' if args.compile else ''}")  # fmt: skip
         for dims in args.dims:
             case = _case(dims)
-            result = _compare(case, base_path, args.repeats, threads, args.clock)
+            result = _compare(case, base_path, args.repeats, threads, args.clock, args.compile)
             print(f"{case['name']}, batch {case['batch']}:")
             for name, steps in result.items():
                 unit = "x" if "/" in name else " ms"

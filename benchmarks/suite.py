@@ -455,17 +455,19 @@ def _worker_main(spec_json: str) -> None:
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
         bf16 = spec["precision"] == "bf16"
+        # torch.compile (default backend): the first training step and the first inference pay the compilation
+        model = torch.compile(net) if spec.get("compiled") else net
 
         def train() -> None:
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(net(x), y)
+                loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
 
         def infer() -> None:
             with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                net(x)
+                model(x)
 
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -499,10 +501,11 @@ def _worker_main(spec_json: str) -> None:
 class _Worker:
     """Driver side of one worker process (a fresh interpreter, so that its peak memory is its network's alone)."""
 
-    def __init__(self, model: str, case: NetworkCase, device: str, threads: int, precision: str) -> None:
+    def __init__(self, model: str, case: NetworkCase, device: str, threads: int, precision: str,
+                 compiled: bool = False) -> None:
         self.model = model
         spec = json.dumps({"model": model, "case": asdict(case), "device": device, "threads": threads,
-                           "batch": case.batch_on(device), "precision": precision})  # fmt: skip
+                           "batch": case.batch_on(device), "precision": precision, "compiled": compiled})  # fmt: skip
         # This file, run as a script in the driver's interpreter and environment.
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", spec], stdin=subprocess.PIPE,
@@ -555,6 +558,7 @@ def benchmark_networks(
     slow_seconds: float = 20.0,
     progress: Callable[[str], None] | None = None,
     precisions: Sequence[str] = ("fp32",),
+    compiled: bool = False,
 ) -> list[dict[str, Any]]:
     """Training-step and inference throughput and peak training memory of the networks of each case.
 
@@ -570,10 +574,11 @@ def benchmark_networks(
         slow_seconds: networks whose second warm-up training step takes longer get one timed round.
         progress: called with a line of text after each case (e.g. ``print``).
         precisions: among :data:`PRECISIONS`; each case runs in each.
+        compiled: every network runs through ``torch.compile`` (default backend; the warm-up pays the compilation).
 
     Returns:
-        one row per case, precision and model: ``case, precision, model, label, parameters, batch, train_ms,
-        infer_ms, train_ips, infer_ips`` (images per second), ``peak_mb`` and ``rounds``.
+        one row per case, precision and model: ``case, precision, compiled, model, label, parameters, batch,
+        train_ms, infer_ms, train_ips, infer_ips`` (images per second), ``peak_mb`` and ``rounds``.
 
     Raises:
         ValueError: for ``repeats < 1`` or an unknown precision.
@@ -589,7 +594,7 @@ def benchmark_networks(
     rows = []
     runs = [(case, precision) for case in (NETWORK_CASES if cases is None else cases) for precision in precisions]
     for case, precision in runs:
-        workers = [_Worker(model, case, device, threads, precision) for model in case.models]
+        workers = [_Worker(model, case, device, threads, precision, compiled) for model in case.models]
         try:
             results = [_NetworkResult(w.model, w.ask(None)) for w in workers]
             slow = set()
@@ -616,7 +621,8 @@ def benchmark_networks(
         for res in results:
             train, infer = _median(res.train_s), _median(res.infer_s)
             rows.append({
-                "case": case.name, "precision": precision, "model": res.model, "label": _MODEL_LABELS[res.model],
+                "case": case.name, "precision": precision, "compiled": compiled, "model": res.model,
+                "label": _MODEL_LABELS[res.model],
                 "parameters": res.parameters, "batch": batch,
                 "train_ms": 1000 * train, "infer_ms": 1000 * infer,
                 "train_ips": batch / train, "infer_ips": batch / infer,
@@ -641,7 +647,8 @@ def networks_markdown(rows: Sequence[dict[str, Any]]) -> str:
     for case, precision in dict.fromkeys((r["case"], r.get("precision", "fp32")) for r in rows):
         group = [r for r in rows if r["case"] == case and r.get("precision", "fp32") == precision]
         ref = group[0]
-        out.append(f"{case}, batch {ref['batch']}, {precision}; reference: {ref['label']}\n")
+        compiled = ", torch.compile" if ref.get("compiled") else ""
+        out.append(f"{case}, batch {ref['batch']}, {precision}{compiled}; reference: {ref['label']}\n")
         out.append("| model | params | train step ms | train img/s | reference train speed-up | inference ms "
                    "| inference img/s | reference inference speed-up | peak train MB | reference memory / this "
                    "| rounds |")
@@ -699,6 +706,7 @@ def run_benchmarks(
     progress: Callable[[str], None] | None = None,
     precisions: Sequence[str] = PRECISIONS,
     sizes: Sequence[int] | None = None,
+    compiled: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """Run the layer and/or network suite and format one Markdown report.
 
@@ -711,6 +719,7 @@ def run_benchmarks(
         progress: called with a line of text as the suites advance (e.g. ``print`` to stderr).
         precisions: precisions of the network suite (:data:`PRECISIONS`).
         sizes: image sizes of the network cases to run (None: all of :data:`NETWORK_CASES`).
+        compiled: the networks run through ``torch.compile`` (:func:`benchmark_networks`).
 
     Returns:
         the Markdown report and the raw rows (``{"machine", "command", "layers", "networks"}``).
@@ -736,7 +745,8 @@ def run_benchmarks(
     if suite in ("networks", "all"):
         cases = [c for c in NETWORK_CASES if c.spatial_dims in spatial_dims and (sizes is None or c.size in sizes)]
         raw["networks"] = benchmark_networks(
-            cases, repeats=3 if repeats is None else repeats, device=device, progress=progress, precisions=precisions
+            cases, repeats=3 if repeats is None else repeats, device=device, progress=progress, precisions=precisions,
+            compiled=compiled,
         )
         parts.append(networks_markdown(raw["networks"]))
     return "\n".join(parts), raw
@@ -758,6 +768,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                    help="network precisions: fp32, bf16 (autocast); default both")  # fmt: skip
     p.add_argument("--sizes", nargs="+", type=int, metavar="N",
                    help="network cases of these image sizes only (default: every case)")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="run every network through torch.compile (default backend) in the network suite")  # fmt: skip
     p.add_argument("--out", metavar="FILE.md", help="also write the Markdown report to FILE.md")
     p.add_argument("--json", metavar="FILE.json", help="also write the raw timings to FILE.json")
     return p
@@ -796,6 +808,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     report, raw = run_benchmarks(
         args.suite, args.dims, args.repeats, args.device, shlex.join([*prog.split(), *argv]),
         progress=lambda line: print(line, file=sys.stderr, flush=True), precisions=args.precision, sizes=args.sizes,
+        compiled=args.compile,
     )  # fmt: skip
     print(report)
     for target, text in ((args.out, report), (args.json, json.dumps(raw, indent=2) if args.json else None)):

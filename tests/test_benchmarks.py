@@ -129,7 +129,7 @@ def test_network_suite_measures_throughput_memory_and_ratios():
 
 def test_a_slow_first_step_alone_does_not_cut_a_network_to_one_round(monkeypatch):
     class Worker:  # the driver's view of a worker process: its first training step pays a build
-        def __init__(self, model, case, device, threads, precision):
+        def __init__(self, model, case, device, threads, precision, compiled=False):
             self.model, self.steps = model, 0
 
         def ask(self, command):
@@ -147,6 +147,41 @@ def test_a_slow_first_step_alone_does_not_cut_a_network_to_one_round(monkeypatch
     rounds = {r["model"]: r["rounds"] for r in rows}
     assert rounds == {"monai_sre": 3, "monai": 1}  # slow at its first step only: all rounds; slow throughout: one
     assert {r["model"]: r["train_ms"] for r in rows} == {"monai_sre": 10.0, "monai": 30000.0}
+
+
+def test_compiled_networks_are_asked_of_every_worker_and_named_in_the_table(monkeypatch):
+    made = []
+
+    class Worker:  # the driver's view of a worker process
+        def __init__(self, model, case, device, threads, precision, compiled=False):
+            self.model = model
+            made.append((model, precision, compiled))
+
+        def ask(self, command):
+            return 1000 if command is None else 2**20 if command == "memory" else None if command == "reset" else 0.01
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(bench, "_Worker", Worker)
+    case = bench.NetworkCase("fake", 2, 3, 16, 2, 3, ("monai_sre", "monai"))
+    rows = bench.benchmark_networks([case], repeats=1, compiled=True)
+    assert made == [("monai_sre", "fp32", True), ("monai", "fp32", True)]
+    assert [r["compiled"] for r in rows] == [True, True]
+    assert "fake, batch 2, fp32, torch.compile; reference: monai_sre sre_resnet18" in bench.networks_markdown(rows)
+    made.clear()
+    assert not bench.benchmark_networks([case], repeats=1)[0]["compiled"] and [m[2] for m in made] == [False, False]
+    seen = {}
+    monkeypatch.setattr(bench, "run_benchmarks", lambda *a, **kw: seen.update(kw) or ("", {}))
+    bench.main(["--suite", "networks", "--compile"])
+    assert seen["compiled"] is True
+
+
+@pytest.mark.slow  # compiles two small networks (about a minute on 2 cores)
+def test_a_compiled_network_worker_trains_and_infers():
+    case = bench.NetworkCase("tiny", 2, 3, 16, 2, 3, ("monai_sre",), widen_factor=0.125, gpu_batch=8)
+    (row,) = bench.benchmark_networks([case], repeats=2, compiled=True, slow_seconds=math.inf)
+    assert row["compiled"] and row["rounds"] == 2 and row["train_ms"] > 0 and row["infer_ms"] > 0
 
 
 def test_cases_take_the_batch_of_the_device():
@@ -331,6 +366,29 @@ def test_revision_ab_worker_times_steps_by_the_clock_asked_for(monkeypatch, caps
     monkeypatch.setattr(sys, "stdin", io.StringIO("infer\n"))
     revision_ab._worker("monai", case, 1, clock)
     assert capsys.readouterr().out.split() == ["ready", expected]
+
+
+def test_revision_ab_worker_runs_the_compiled_network_when_asked(monkeypatch, capsys):
+    import io
+
+    from benchmarks import revision_ab
+
+    case = {**revision_ab._case(2), "batch": 2, "size": 8, "widen_factor": 0.25}
+    compiled, calls = [], []
+
+    def fake_compile(net):  # torch.compile's stand-in: records the network and every call of the compiled one
+        compiled.append(net)
+        return lambda x: calls.append(tuple(x.shape)) or net(x)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("train\ninfer\n"))
+    revision_ab._worker("monai", case, 1, "wall", compiled=True)
+    assert len(compiled) == 1 and calls == [(2, 3, 8, 8)] * 2
+    assert capsys.readouterr().out.split()[0] == "ready"
+    calls.clear()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("infer\n"))
+    revision_ab._worker("monai", case, 1, "wall")
+    assert len(compiled) == 1 and not calls  # not asked: the network itself
 
 
 @pytest.mark.parametrize("argv,message", [
