@@ -49,30 +49,23 @@ from monai_sre.data.medmnist import dataset_info, load_split
 from monai_sre.evaluation import medmnist_acc, medmnist_auc
 from monai_sre.io.files import write_json
 from monai_sre.layers import BAND_SCALES, SREConv, set_band_scale_
-from monai_sre.layers.rings import ring_index, ring_sizes
 from monai_sre.recipes import medmnist_classifier
 from monai_sre.transforms import AUGMENTATIONS, training_augmentation
 
 
-@torch.no_grad()
 def rescale_kernel_mean(net: nn.Module, mode: str) -> None:
-    """Set the mean of every SRE kernel to zero (``"free"``) or to a dense kernel's size (``"matched"``).
+    """Set the mean of every SRE kernel to zero (``"free"``, as ``SREResNet(zero_mean_init=True)``) or to a dense
+    kernel's size (``"matched"``), the band weights rescaled to their former tap-weighted norm
+    (:meth:`~monai_sre.layers.SREConv.center_band_weight_`).
 
     A kernel's mean over its ``N`` taps is ``m = sum_b n_b w_b / N``. For independent band weights its spread is
     ``sqrt(R)`` times that of a dense kernel with independent taps, ``R = sum_b n_b^2 / sum_b n_b``; ``"matched"``
-    scales it by ``1 / sqrt(R)``. The band weights are then rescaled to their former tap-weighted norm.
+    keeps ``1 / sqrt(R)`` of it.
     """
     for m in net.modules():
-        if not isinstance(m, SREConv) or m.weight.shape[-1] < 2:
-            continue
-        n = ring_sizes(ring_index(m.kernel_size, m.spatial_dims, m.num_rings), m.num_rings).to(m.weight)
-        w = m.weight
-        norm = (w.pow(2) * n).sum(-1, keepdim=True).sqrt()
-        mean = (w * n).sum(-1, keepdim=True) / n.sum()
-        keep = 0.0 if mode == "free" else float((n.sum() / n.pow(2).sum()).sqrt())
-        new = w - (1.0 - keep) * mean
-        new_norm = (new.pow(2) * n).sum(-1, keepdim=True).sqrt().clamp_min(1e-12)
-        w.copy_(new * norm / new_norm)
+        if isinstance(m, SREConv):
+            n = torch.tensor(m.band_sizes, dtype=m.weight.dtype)
+            m.center_band_weight_(0.0 if mode == "free" else float((n.sum() / n.pow(2).sum()).sqrt()))
 
 
 def main(argv: list[str] | None = None) -> int:

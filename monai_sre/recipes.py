@@ -51,6 +51,8 @@ def medmnist_classifier(
     num_rings: int | None = None,
     band_scale: str = "none",
     gradient_fraction: float = 0.0,
+    zero_init_residual: bool = False,
+    zero_mean_init: bool = False,
 ) -> nn.Module:
     """Build a MedMNIST classifier.
 
@@ -70,6 +72,10 @@ def medmnist_classifier(
             Ignored by the baseline.
         gradient_fraction: share of the channels after each first SRE convolution that carry their local gradient
             norm (:class:`~monai_sre.networks.SREResNet`); 0 is the plain SRE-ResNet. Ignored by the baseline.
+        zero_init_residual: every residual branch starts as its shortcut (:class:`~monai_sre.networks.SREResNet`).
+            Ignored by the baseline (MONAI's ResNet has no such option).
+        zero_mean_init: every SRE kernel starts with zero mean (:class:`~monai_sre.networks.SREResNet`). Ignored by
+            the baseline.
 
     Returns:
         the network, producing ``(batch, num_classes)`` logits.
@@ -93,7 +99,8 @@ def medmnist_classifier(
         return getattr(monai_resnet, arch)(conv1_t_size=conv1_t_size or 3, **common)
     builder = getattr(sre_resnet, f"sre_{arch}")
     return builder(conv1_t_size=conv1_t_size or 5, kernel_size=kernel_size, num_rings=num_rings,
-                   band_scale=band_scale, gradient_fraction=gradient_fraction, **common)
+                   band_scale=band_scale, gradient_fraction=gradient_fraction,
+                   zero_init_residual=zero_init_residual, zero_mean_init=zero_mean_init, **common)
 
 
 def checkpoint_name(model_type: str) -> str:

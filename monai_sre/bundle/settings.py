@@ -68,6 +68,12 @@ def _fraction(value: Any) -> str | None:
     return None if _is_number(value) and 0 <= value <= 1 else "a number from 0 to 1"
 
 
+def _boolean(value: Any) -> str | None:
+    # the command line gives `--name true` as the string "true" (only `True` becomes a bool); the configs read both
+    ok = isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
+    return None if ok else "true or false"
+
+
 def _integer(value: Any) -> str | None:
     return None if _is_int(value) else "an integer"
 
@@ -132,6 +138,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "augmentation": _one_of(AUGMENTATIONS),
     "corner_mask": _fraction,
     "ema_decay": _below_one("e.g. 0.99 (0: no weight average)"),
+    "zero_init_residual": _boolean,
+    "zero_mean_init": _boolean,
     "num_workers": _non_negative_int,
     "cache_rate": _fraction,
     "seed": _integer,

@@ -393,6 +393,33 @@ class _SREConvNd(nn.Module):
             self.weight.div_(self.band_scale)
         return self.weight
 
+    def center_band_weight_(self, keep: float = 0.0) -> torch.Tensor:
+        """Shift every kernel's band weights so that its mean over its taps becomes ``keep`` times what it is, then
+        rescale them to their former norm over the taps (the dense kernel's L2 norm).
+
+        A kernel's mean ``sum_b n_b w_b / N`` (band ``b`` has ``n_b`` of the ``N`` taps) is its gain on a constant
+        input. One band weight is shared by up to 32 taps, so a freshly drawn SRE kernel has a mean 10-22 times the
+        size of its white-noise gain (its features start low-pass); ``keep=0`` gives zero-mean kernels, the start
+        of :class:`~monai_sre.networks.SREResNet`'s ``zero_mean_init``. A layer with a single band is left as it is.
+
+        Args:
+            keep: the share of each kernel's mean that stays (0: none; 1: the kernel is unchanged).
+
+        Returns:
+            the stored weight parameter.
+        """
+        if self.weight.shape[-1] < 2:
+            return self.weight
+        with torch.no_grad():
+            w = self.band_weight()
+            n = torch.tensor(self.band_sizes, dtype=w.dtype, device=w.device)
+            norm = (w.pow(2) * n).sum(-1, keepdim=True).sqrt()
+            mean = (w * n).sum(-1, keepdim=True) / n.sum()
+            new = w - (1.0 - keep) * mean
+            new_norm = (new.pow(2) * n).sum(-1, keepdim=True).sqrt().clamp_min(1e-12)
+            self.weight.copy_(new * norm / new_norm / self.band_scale)
+        return self.weight
+
     def band_weight(self) -> torch.Tensor:
         """The weight of each band as the convolution uses it: the stored ``weight`` times :attr:`band_scale`."""
         if self.band_scale_mode == "none":  # the scale is 1: no product, nothing more saved for the backward

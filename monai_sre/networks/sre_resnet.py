@@ -343,6 +343,12 @@ class SREResNet(nn.Module):
             that every block starts as its shortcut: activations of a fresh network then stay O(1) at every depth,
             also in eval mode. Without it a fresh network in eval mode (BatchNorm still the identity) grows about
             1.4x per residual block, as MONAI's ResNet does (1e8-1e10 for SRE-ResNet-200).
+        zero_mean_init: every SRE kernel starts with zero mean, its He-drawn band weights shifted and rescaled to
+            their norm (:meth:`~monai_sre.layers.SREConv.center_band_weight_`): a shared band weight makes a drawn
+            kernel's mean, its gain on a constant input, 10-22 times its white-noise gain. With ``zero_init_residual``
+            and ``gradient_fraction=0.5``, SRE-ResNet-18 at Adam 1e-3 left the majority-class loss after its first
+            epoch in 3 of 3 seeds (BreastMNIST 28; the two initialisations without the gradient channels: after 2,
+            the gradient channels alone: after 2-5; benchmarks/README.md, issue 14).
         block_norm: norm of the blocks and shortcuts; None gives ``norm``, except that a norm whose arguments fix
             the feature shape (``("layer", {"normalized_shape": ...})``, which fits the stem only) gives ``"batch"``
             in the blocks, as in MONAI's ResNet.
@@ -387,6 +393,7 @@ class SREResNet(nn.Module):
         num_rings: int | None = None,
         downsample_mode: str = "avg",
         zero_init_residual: bool = False,
+        zero_mean_init: bool = False,
         block_norm: str | tuple | None = None,
         band_scale: str = "none",
         gradient_fraction: float = 0.0,
@@ -444,7 +451,7 @@ class SREResNet(nn.Module):
         #: Smallest accepted input size per axis: every downsampling must receive at least ``stride`` voxels,
         #: otherwise it no longer downsamples and the deeper stages run on a single voxel.
         self.min_input_size = tuple(_minimum_size(s) for s in strides_per_axis)
-        self._init_weights(zero_init_residual)
+        self._init_weights(zero_init_residual, zero_mean_init)
         # after the initialisation, which draws the band weights: the re-parameterisation keeps them
         set_band_scale_(self, band_scale)
 
@@ -496,7 +503,7 @@ class SREResNet(nn.Module):
             stage.append(block(self.in_planes, planes, spatial_dims, 1, None, **options))
         return nn.Sequential(*stage)
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
+    def _init_weights(self, zero_init_residual: bool, zero_mean_init: bool = False) -> None:
         """He (fan-out) initialisation as in MONAI's ResNet with the true fan of the SRE kernels; norms at 1 and 0.
 
         A fresh BatchNorm's running variance (used in eval mode) starts at the gain of its SRE kernel on a smooth
@@ -504,7 +511,8 @@ class SREResNet(nn.Module):
         so with a running variance of 1 every SRE layer amplified the mean of its input 10-50 times and untrained
         deep networks reached 1e28 and NaN in eval mode. Training replaces the statistics (momentum 0.1) and the
         weights and training-mode outputs are those of He's initialisation. ``zero_init_residual`` zeroes the
-        weight of the last norm of every residual branch, so that each block starts as its shortcut.
+        weight of the last norm of every residual branch, so that each block starts as its shortcut;
+        ``zero_mean_init`` then removes every SRE kernel's mean (the running variances keep the drawn kernels' gain).
         """
         for m in self.modules():
             if isinstance(m, SREConv):
@@ -530,6 +538,10 @@ class SREResNet(nn.Module):
                     block.bn2 if isinstance(block, SREResNetBlock) else None)
                 if getattr(last, "weight", None) is not None:
                     nn.init.zeros_(last.weight)
+        if zero_mean_init:
+            for m in self.modules():
+                if isinstance(m, SREConv):
+                    m.center_band_weight_(0.0)
 
     def _conv_norm_pairs(self) -> list[tuple[SREConv, nn.Module]]:
         """Every SRE convolution with the norm that follows it."""

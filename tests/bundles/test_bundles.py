@@ -170,6 +170,8 @@ BAD_OVERRIDES = [
     ("train.json", {"val_angles": [0, 360]},
      "--val_angles [0, 360] refused: expected a non-empty list of distinct angles in degrees"),
     ("train.json", {"val_metric": "acc"}, "--val_metric 'acc' refused: expected one of auc, auc_acc"),
+    ("train.json", {"zero_mean_init": "yes"}, "--zero_mean_init 'yes' refused: expected true or false"),
+    ("train.json", {"zero_init_residual": 1}, "--zero_init_residual 1 refused: expected true or false"),
 ]
 
 

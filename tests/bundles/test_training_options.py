@@ -211,6 +211,31 @@ def test_optimizer_and_schedule_overrides(name):
     assert _parser(name, optimizer="sgd", band_scale="none").get_parsed_content("band_scale") == "none"
 
 
+def _kernel_means(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Every multi-band SRE kernel's mean over its taps, relative to its largest band weight."""
+    return [m.dense_kernel().mean(dim=tuple(range(2, 2 + m.spatial_dims))).abs().max() / m.band_weight().abs().max()
+            for m in net.modules() if isinstance(m, SREConv) and m.weight.shape[-1] > 1]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_initialisation_overrides_reach_the_network(name):
+    # --zero_init_residual / --zero_mean_init (default false: the network of before); the command line gives "true"
+    torch.manual_seed(0)
+    plain = _parser(name).get_parsed_content("network_def")
+    torch.manual_seed(0)
+    parser = _parser(name, zero_init_residual="true", zero_mean_init=True)
+    both = parser.get_parsed_content("network_def")
+    assert min(_kernel_means(plain)) > 1e-3 and max(_kernel_means(both)) < 1e-5
+    last_norms = [m.bn2.weight for m in both.modules() if hasattr(m, "bn2")]
+    assert len(last_norms) == 8 and all(bool((w == 0).all()) for w in last_norms)
+    assert all(bool((m.bn2.weight == 1).all()) for m in plain.modules() if hasattr(m, "bn2"))
+    settings = parser.get_parsed_content("train_settings")
+    assert (settings["zero_init_residual"], settings["zero_mean_init"]) == ("true", True)
+    torch.manual_seed(0)
+    off = _parser(name, zero_init_residual="False", zero_mean_init="false").get_parsed_content("network_def")
+    assert all(torch.equal(a, b) for a, b in zip(off.state_dict().values(), plain.state_dict().values()))
+
+
 @pytest.mark.parametrize("name", sorted(DIMS))
 def test_val_angles_select_on_turned_copies_and_test_metrics_stay_upright(name):
     """``val_angles`` reaches the validation evaluator that picks the checkpoint, not the test evaluation."""

@@ -99,6 +99,46 @@ def test_zero_init_residual_zeroes_the_last_norm_of_every_branch():
     assert net.bn1.weight.eq(1).all()
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_zero_mean_init_removes_every_kernels_mean_and_keeps_its_norm(spatial_dims):
+    torch.manual_seed(5)
+    he = sre_resnet.sre_resnet18(spatial_dims=spatial_dims, n_input_channels=1, num_classes=2, widen_factor=0.125)
+    torch.manual_seed(5)
+    free = sre_resnet.sre_resnet18(spatial_dims=spatial_dims, n_input_channels=1, num_classes=2, widen_factor=0.125,
+                                   zero_mean_init=True)
+    pairs = [(a, b) for a, b in zip(he.modules(), free.modules()) if isinstance(a, SREConv)]
+    assert len(pairs) == 17
+    axes = tuple(range(2, 2 + spatial_dims))
+    for a, b in pairs:
+        k_he, k_free = a.dense_kernel(), b.dense_kernel()
+        scale = k_he.abs().amax(axes)
+        assert (k_he.mean(axes).abs() > 1e-3 * scale).any()  # He's kernels have a mean ...
+        assert (k_free.mean(axes).abs() <= 1e-5 * scale).all()  # ... these have none,
+        torch.testing.assert_close(k_free.square().sum(axes), k_he.square().sum(axes))  # at the same norm
+        # the norms' running variances keep the drawn kernels' gain (an untrained network in eval mode stays bounded)
+    assert all(torch.equal(x, y) for (n, x), y in zip(he.state_dict().items(), free.state_dict().values())
+               if "running_var" in n)
+
+
+def test_center_band_weight_keeps_a_share_of_the_mean_under_any_band_scale():
+    torch.manual_seed(6)
+    conv = SREConv(2, 3, 4, 7, band_scale="rsqrt_taps")
+    n = torch.tensor(conv.band_sizes, dtype=torch.float64)
+    w = conv.band_weight().detach().double()  # (out, in, bands)
+    mean = (w * n).sum(-1, keepdim=True) / n.sum()  # each kernel's mean over its taps
+    shifted = w - 0.75 * mean
+    want = shifted * ((w.square() * n).sum(-1, keepdim=True) / (shifted.square() * n).sum(-1, keepdim=True)).sqrt()
+    conv.center_band_weight_(0.25)
+    got = conv.band_weight().detach().double()  # the band weights moved, not the stored (scaled) ones
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    kernel = conv.dense_kernel().detach()  # the dense kernel keeps its norm over the taps
+    torch.testing.assert_close(kernel.square().sum((2, 3)), (w.square() * n).sum(-1).float())
+    single = SREConv(2, 3, 4, 3, num_rings=1)
+    before = single.weight.detach().clone()
+    single.center_band_weight_(0.0)  # one band: its mean is its only weight, left alone
+    assert torch.equal(single.weight, before)
+
+
 @pytest.mark.slow
 def test_sre_resnet200_3d_monai_case_is_finite_and_bounded_in_eval_mode():
     # MONAI's case 1 (returned NaN for 3 of 3 seeds, activations 3.8e20 after layer2)

@@ -79,7 +79,7 @@ def test_signature_mirrors_monai_resnet():
     assert differing == {"conv1_t_size", "no_max_pool"}
     extra = ours[len(theirs):]
     assert [p.name for p in extra] == ["kernel_size", "num_rings", "downsample_mode", "zero_init_residual",
-                                       "block_norm", "band_scale", "gradient_fraction"]
+                                       "zero_mean_init", "block_norm", "band_scale", "gradient_fraction"]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
 
 
