@@ -105,6 +105,10 @@ MODELS: dict[str, Model] = {
     "sre_init_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=(
         "--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true")),
         "SRE-ResNet-18, standard aug., gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
+    "sre_init_lr1e3_corners": Model("sre", _spelt("standard", corner_mask="0.5", gradient_fraction="0.5", extra=(
+        "--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true")),
+        "SRE-ResNet-18, standard aug. + corner mask, gradient channels, zero-init residual, zero-mean kernels, "
+        "Adam 1e-3"),
     "sre_gradient_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=("--learning_rate", "0.001")),
                                 "SRE-ResNet-18, standard aug., gradient channels, Adam 1e-3"),
     # the dense ResNet with that recipe (its SRE-only settings do not apply): target 4's comparison for it

@@ -57,20 +57,21 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
         "resnet_standard": "standard", "sre_standard": "standard",
         "sre_corners": "standard", "sre_ema": "standard", "sre_rotation": "rotation", "sre_gradient": "standard", "sre_paper": "standard",
         "sre_paper_unscaled": "standard", "sre_gradient_ema": "standard", "sre_init_lr1e3": "standard",
-        "sre_gradient_lr1e3": "standard", "resnet_lr1e3": "standard"}
+        "sre_gradient_lr1e3": "standard", "resnet_lr1e3": "standard", "sre_init_lr1e3_corners": "standard"}
     assert {name: mr.parse_overrides(m.overrides).get("corner_mask") for name, m in mr.MODELS.items()} == {
-        **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5", "sre_ema": "0.5", "resnet_corners": "0.5"}
+        **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5", "sre_ema": "0.5", "resnet_corners": "0.5",
+        "sre_init_lr1e3_corners": "0.5"}
     assert {name: mr.parse_overrides(m.overrides).get("ema_decay") for name, m in mr.MODELS.items()} == {
         **{name: "0" for name in mr.MODELS}, "sre_ema": "0.99", "sre_gradient_ema": "0.99"}
     assert {name: mr.parse_overrides(m.overrides).get("gradient_fraction") for name, m in mr.MODELS.items()
             if m.model_type == "sre"} == {"sre": "0", "sre_standard": "0", "sre_corners": "0", "sre_ema": "0",
                                           "sre_rotation": "0", "sre_gradient": "0.5", "sre_paper": "0", "sre_paper_unscaled": "0",
                                           "sre_gradient_ema": "0.5", "sre_init_lr1e3": "0.5",
-                                          "sre_gradient_lr1e3": "0.5"}
+                                          "sre_gradient_lr1e3": "0.5", "sre_init_lr1e3_corners": "0.5"}
     # the MedMNIST protocol's rate, and SRE's initialisation switches that start from it
     rate = {name: mr.parse_overrides(m.overrides).get("learning_rate") for name, m in mr.MODELS.items()}
     assert {name for name, lr in rate.items() if lr == "0.001"} == {"sre_init_lr1e3", "sre_gradient_lr1e3",
-                                                                     "resnet_lr1e3"}
+                                                                     "resnet_lr1e3", "sre_init_lr1e3_corners"}
     init = mr.parse_overrides(mr.MODELS["sre_init_lr1e3"].overrides)
     assert (init["zero_init_residual"], init["zero_mean_init"]) == ("true", "true")
     paper = {"augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02", "weight_decay": "0.001",

@@ -230,7 +230,10 @@ def plot_robustness(
             ax.set_title(f"{name}: {_PANEL_TITLES[variant]}")
             ax.grid(True, alpha=0.3)
     handles, labels = panels[0][1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(labels) > 4 else len(labels),
+    # two columns of labels fit the 11-inch figure up to about 60 characters each; longer ones get a column each
+    # (the MedMNIST summary's 95-character labels ran past both edges of the figure in two columns)
+    columns = 1 if max(map(len, labels), default=0) > 60 else 2
+    fig.legend(handles, labels, loc="outside lower center", ncols=columns if len(labels) > 4 else len(labels),
                fontsize="small")
     if title:
         fig.suptitle(title)
