@@ -29,6 +29,10 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.double() - want.double()).abs().max() / want.double().abs().max())
 
 
+def _channels_last_format(dims: int) -> torch.memory_format:
+    return torch.channels_last if dims == 2 else torch.channels_last_3d
+
+
 # (in, out, size, kernel, batch, bias, num_rings): the one-voxel rings of k = 3, 5, 7, 9 (compile-time disk tables),
 # channels that are no multiple of 16, a kernel larger than the image, fewer rings than radii (the runtime table)
 GEOMETRIES = [
@@ -83,8 +87,7 @@ def test_cpp_path_equals_the_dense_path_with_all_gradients(dims, geometry):
         assert a.shape == b.shape, name
         assert _relative_error(a, b) < 2e-6, name
     # a tensor of its own in channels-last storage (a residual add may update it in place)
-    layout = torch.channels_last if dims == 2 else torch.channels_last_3d
-    assert out.is_contiguous(memory_format=layout) and out._base is None
+    assert out.is_contiguous(memory_format=_channels_last_format(dims)) and out._base is None
 
 
 @pytest.mark.parametrize("dims,channels,shape", [(2, 32, (5, 13, 17)), (2, 64, (2, 32, 32)), (3, 32, (3, 7, 9, 6))])
@@ -196,7 +199,7 @@ def test_fused_inference_scales_and_adds_bias_residual_and_relu(dims):
     assert _relative_error(plain, want) < 2e-6 and (plain < 0).any()
     rectified = ring_cpp.fused_inference(x, *args, residual=residual, relu=True)
     assert torch.equal(rectified, plain.clamp_min(0))  # the same sums, clamped in the tile
-    assert rectified.is_contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+    assert rectified.is_contiguous(memory_format=_channels_last_format(dims))
     without = ring_cpp.fused_inference(x, weight, None, conv._disk_widths, conv._bands)
     assert _relative_error(without, dense.float()) < 2e-6
     with pytest.raises(RuntimeError, match=r"residual must have the output's shape \[3, 24, " + str(spatial[0])):
@@ -243,10 +246,6 @@ def test_cpp_network_inference_fuses_residual_adds_and_relus(monkeypatch):
     assert len(residual_adds) == 8 and all(a[7] for a in residual_adds)  # every block's end, with its ReLU
     unfused = net(x)  # autograd on: every operator on its own
     torch.testing.assert_close(fused, unfused.detach(), rtol=1e-5, atol=1e-5)
-
-
-def _channels_last_format(dims: int) -> torch.memory_format:
-    return torch.channels_last if dims == 2 else torch.channels_last_3d
 
 
 class _CountingKernel:
