@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from monai_sre.bundle.configs import format_json, render_bundle_configs
 from monai_sre.bundle.distributed import end_distributed_run
-from monai_sre.bundle.settings import CHECKS, BundleSettingError, check_bundle_settings
+from monai_sre.bundle.settings import CHECKS, BundleSettingError, as_bool, check_bundle_settings
 
 __all__ = [
     "BundleSettingError",
     "CHECKS",
+    "as_bool",
     "check_bundle_settings",
     "end_distributed_run",
     "format_json",

@@ -29,7 +29,7 @@ from monai_sre.optim import LR_SCHEDULES, OPTIMIZERS
 from monai_sre.recipes import ARCHS, MODEL_TYPES
 from monai_sre.transforms.augmentation import AUGMENTATIONS
 
-__all__ = ["BundleSettingError", "CHECKS", "check_bundle_settings"]
+__all__ = ["BundleSettingError", "CHECKS", "as_bool", "check_bundle_settings"]
 
 
 class BundleSettingError(ValueError):
@@ -68,10 +68,31 @@ def _fraction(value: Any) -> str | None:
     return None if _is_number(value) and 0 <= value <= 1 else "a number from 0 to 1"
 
 
+_BOOLEAN_WORDS = {"true": True, "false": False}
+
+
 def _boolean(value: Any) -> str | None:
-    # the command line gives `--name true` as the string "true" (only `True` becomes a bool); the configs read both
-    ok = isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
+    ok = isinstance(value, bool) or (isinstance(value, str) and value.lower() in _BOOLEAN_WORDS)
     return None if ok else "true or false"
+
+
+def as_bool(value: Any, name: str = "setting") -> bool:
+    """A boolean bundle setting's value as a bool, however it was given.
+
+    ``python -m monai.bundle run ... --resume false`` gives the string ``"false"`` (MONAI's command line turns only
+    Python literals such as ``False`` into a bool), which a config's ``if @resume`` reads as true. Every boolean
+    setting of the bundles is read through this function, e.g. ``"$monai_sre.bundle.as_bool(@resume, 'resume')"``.
+
+    Args:
+        value: ``True``/``False``, or ``"true"``/``"false"`` in any case.
+        name: the setting's name, for the error message.
+
+    Raises:
+        BundleSettingError: (a ``ValueError``) for any other value, naming the override and the values accepted.
+    """
+    if _boolean(value) is not None:
+        raise _refuse(name, value, "true or false")
+    return value if isinstance(value, bool) else _BOOLEAN_WORDS[value.lower()]
 
 
 def _integer(value: Any) -> str | None:
@@ -140,6 +161,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "ema_decay": _below_one("e.g. 0.99 (0: no weight average)"),
     "zero_init_residual": _boolean,
     "zero_mean_init": _boolean,
+    "resume": _boolean,
     "num_workers": _non_negative_int,
     "cache_rate": _fraction,
     "seed": _integer,

@@ -172,6 +172,7 @@ BAD_OVERRIDES = [
     ("train.json", {"val_metric": "acc"}, "--val_metric 'acc' refused: expected one of auc, auc_acc"),
     ("train.json", {"zero_mean_init": "yes"}, "--zero_mean_init 'yes' refused: expected true or false"),
     ("train.json", {"zero_init_residual": 1}, "--zero_init_residual 1 refused: expected true or false"),
+    ("train.json", {"resume": "no"}, "--resume 'no' refused: expected true or false"),
 ]
 
 

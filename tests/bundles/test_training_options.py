@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from monai.bundle import ConfigParser
 from monai.engines import default_prepare_batch
 from monai.transforms import Compose, RandAffined, RandFlipd, RandRotated, RandScaleCropd
 
+from monai_sre.bundle import BundleSettingError, as_bool
 from monai_sre.evaluation import RotatedCopies
 from monai_sre.evaluation.rotated_sets import rotate
 from monai_sre.layers import SREConv, band_scale
@@ -234,6 +236,34 @@ def test_initialisation_overrides_reach_the_network(name):
     torch.manual_seed(0)
     off = _parser(name, zero_init_residual="False", zero_mean_init="false").get_parsed_content("network_def")
     assert all(torch.equal(a, b) for a, b in zip(off.state_dict().values(), plain.state_dict().values()))
+
+
+def test_as_bool_reads_the_command_line_words_and_refuses_the_rest():
+    # `--resume false` reaches the config as the string "false", which `if @resume` used to read as true
+    for value, expected in ((True, True), (False, False), ("true", True), ("False", False), ("FALSE", False)):
+        assert as_bool(value, "resume") is expected
+    for bad in ("no", "", 1, 0, None, "0"):
+        with pytest.raises(BundleSettingError, match=rf"^bundle setting --resume {re.escape(repr(bad))} refused: "
+                                                     r"expected true or false$"):
+            as_bool(bad, "resume")
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_resume_false_from_the_command_line_does_not_resume(name, tmp_path):
+    """The two ``training`` steps guarded by ``--resume`` run for true only: with no last checkpoint in the run
+    folder, a resuming run stops at the checkpoint check (naming the file), any spelling of false goes on."""
+    steps = [i for i, step in enumerate(_parser(name)["training"]) if "@resume" in step]
+    assert len(steps) == 2
+    for value in (False, "false", "False", True, "true"):
+        parser = _parser(name, resume=value, bundle_root=str(tmp_path), ckpt_dir=str(tmp_path))
+        parser["validate#dataloader"] = parser["train#dataloader"] = []  # no data read: only the wiring is checked
+        if value in (True, "true"):
+            with pytest.raises(RuntimeError) as raised:
+                parser.get_parsed_content(f"training#{steps[0]}")
+            assert isinstance(raised.value.__cause__, FileNotFoundError)
+            assert str(raised.value.__cause__) == f"checkpoint {tmp_path / 'checkpoint_last.pt'} not found"
+        else:
+            assert [parser.get_parsed_content(f"training#{i}") for i in steps] == [None, None]
 
 
 @pytest.mark.parametrize("name", sorted(DIMS))
