@@ -9,7 +9,9 @@ so a turned image differs from the upright one in orientation, in interpolation 
 from outside the grid. Its ``disk`` variant removes the corners by masking upright and turned images alike, which also
 removes image content. This script keeps the content and changes only the fill: the same turns with ``border`` (the
 edge pixel repeated) or ``reflection`` (the image mirrored) padding. Where a model loses accuracy with zeros and not
-with the other fills, the loss is the corners.
+with the other fills, the loss is the corners. A last column turns each image with border fill and back again
+(``border, turned back``): interpolation twice, no corner, no change of orientation; where a model loses accuracy
+there, the loss is the blur alone.
 
 Each ``RUN`` is a folder written by ``benchmarks/medmnist_results.py`` (``runs/<dataset>/<model>_seed<k>/``: the
 bundle's configs, ``overrides.json`` and ``runs/default/model.pt``); the test split, preprocessing, network and
@@ -30,6 +32,8 @@ import torch
 from checkpoint_selection import run_split  # this script's own folder
 
 PADDINGS = ("zeros", "border", "reflection")
+#: The column of the images turned with border fill and turned back (the blur of two resamplings, nothing else).
+TURNED_BACK = "border_turned_back"
 
 
 def _load(run: Path) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
@@ -42,7 +46,8 @@ def _load(run: Path) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
 
 
 def padding_table(run: Path, angles: list[float]) -> dict:
-    """Test ACC of ``run``'s model upright and turned by each angle with each fill of :data:`PADDINGS`."""
+    """Test ACC of ``run``'s model upright, turned by each angle with each fill of :data:`PADDINGS`, and turned and
+    turned back with border fill (:data:`TURNED_BACK`)."""
     from monai_sre.evaluation import medmnist_acc, scores_from_logits
     from monai_sre.evaluation.rotated_sets import rotate
 
@@ -55,6 +60,8 @@ def padding_table(run: Path, angles: list[float]) -> dict:
     table = {"run": str(run), "upright": acc(x)}
     for padding in PADDINGS:
         table[padding] = {angle: acc(rotate(x, angle, padding_mode=padding)) for angle in angles}
+    back = {angle: rotate(rotate(x, angle, padding_mode="border"), -angle, padding_mode="border") for angle in angles}
+    table[TURNED_BACK] = {angle: acc(images) for angle, images in back.items()}
     return table
 
 
@@ -67,13 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     if any(a % 90 == 0 for a in args.angles):
         parser.error("--angles: quarter turns are exact and have no corners to fill; give other angles")
     tables = []
-    print("| run | upright ACC | " + " | ".join(f"{p}: ACC at {', '.join(f'{a:g}' for a in args.angles)}°"
-                                             for p in PADDINGS) + " |")
-    print("|---|---|" + "---|" * len(PADDINGS))
+    columns = (*PADDINGS, TURNED_BACK)
+    heads = {**{p: p for p in PADDINGS}, TURNED_BACK: "border, turned back"}
+    print("| run | upright ACC | " + " | ".join(f"{heads[c]}: ACC at {', '.join(f'{a:g}' for a in args.angles)}°"
+                                             for c in columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
     for run in args.runs:
         table = padding_table(run, args.angles)
         tables.append(table)
-        cells = [" ".join(f"{v:.3f}" for v in table[p].values()) for p in PADDINGS]
+        cells = [" ".join(f"{v:.3f}" for v in table[c].values()) for c in columns]
         print(f"| {run.name} | {table['upright']:.3f} | " + " | ".join(cells) + " |", flush=True)
     if args.json:
         from monai_sre.io import files

@@ -42,9 +42,10 @@ def test_padding_table_scores_the_run_s_model_on_the_test_split(tmp_path, capsys
     run, net = _run(tmp_path)
     assert cp.main([str(run), "--angles", "45", "30", "--json", str(tmp_path / "t.json")]) == 0
     (table,) = json.loads((tmp_path / "t.json").read_text())
-    assert table["run"] == str(run) and set(table) == {"run", "upright", *cp.PADDINGS}
-    assert all(list(table[p]) == ["45.0", "30.0"] for p in cp.PADDINGS)
-    values = [table["upright"], *(v for p in cp.PADDINGS for v in table[p].values())]
+    columns = (*cp.PADDINGS, cp.TURNED_BACK)
+    assert table["run"] == str(run) and set(table) == {"run", "upright", *columns}
+    assert all(list(table[c]) == ["45.0", "30.0"] for c in columns)
+    values = [table["upright"], *(v for c in columns for v in table[c].values())]
     assert all(0 <= v <= 1 and abs(v * N - round(v * N)) < 1e-9 for v in values)  # a share of the 12 test images
     # the same numbers by hand: the test split through the bundle's preprocessing, the fills through rotate()
     _, x, y, task = cp._load(run)
@@ -53,6 +54,12 @@ def test_padding_table_scores_the_run_s_model_on_the_test_split(tmp_path, capsys
         for padding in cp.PADDINGS:
             turned = net.eval()(rotate(x, 45.0, padding_mode=padding)).argmax(1)
             assert table[padding]["45.0"] == pytest.approx(float((turned == y.view(-1)).float().mean()))
+        back = rotate(rotate(x, 30.0, padding_mode="border"), -30.0, padding_mode="border")
+        # blurred, not turned: further from the upright image than nothing, much nearer than the turned image
+        turned = rotate(x, 30.0, padding_mode="border")
+        assert 0 < float((back - x).abs().mean()) < 0.5 * float((turned - x).abs().mean())
+        turned_back = net(back).argmax(1)
+        assert table[cp.TURNED_BACK]["30.0"] == pytest.approx(float((turned_back == y.view(-1)).float().mean()))
     assert f"| {run.name} | {table['upright']:.3f} |" in capsys.readouterr().out
 
 
