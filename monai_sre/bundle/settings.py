@@ -158,6 +158,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "band_scale": _one_of(BAND_SCALES),
     "augmentation": _one_of(AUGMENTATIONS),
     "corner_mask": _fraction,
+    "blur": _fraction,
     "ema_decay": _below_one("e.g. 0.99 (0: no weight average)"),
     "zero_init_residual": _boolean,
     "zero_mean_init": _boolean,

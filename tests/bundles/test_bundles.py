@@ -167,6 +167,7 @@ BAD_OVERRIDES = [
      "--augmentation 'rotate' refused: expected one of none, standard, rotation"),
     ("train.json", {"momentum": 1.5}, "--momentum 1.5 refused: expected a number from 0 to below 1"),
     ("train.json", {"corner_mask": 1.5}, "--corner_mask 1.5 refused: expected a number from 0 to 1"),
+    ("train.json", {"blur": -0.5}, "--blur -0.5 refused: expected a number from 0 to 1"),
     ("train.json", {"val_angles": [0, 360]},
      "--val_angles [0, 360] refused: expected a non-empty list of distinct angles in degrees"),
     ("train.json", {"val_metric": "acc"}, "--val_metric 'acc' refused: expected one of auc, auc_acc"),

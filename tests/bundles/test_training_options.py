@@ -148,6 +148,42 @@ def test_corner_mask_probability_3d_and_placement():
         training_augmentation("standard", 2, 28, corner_mask=1.5)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_blur_is_a_gaussian_blur_without_a_turn_after_the_geometric_transforms(dims):
+    names = [type(t).__name__ for t in training_augmentation("standard", 2, 28, corner_mask=0.5, blur=0.5)]
+    assert names == ["RandScaleCropd", "Resized", "RandAffined", "RandCornerMaskd", "RandGaussianSmoothd",
+                     "RandScaleIntensityd", "RandScaleIntensityFixedMeand", "EnsureTyped"]
+    assert training_augmentation("none", dims, 28) == []  # off by default
+    blur = training_augmentation("none", dims, 28, blur=0.75)[0]
+    assert blur.prob == 0.75
+    blur = blur.rand_smooth
+    assert [blur.sigma_x, blur.sigma_y, blur.sigma_z][:dims] == [(0.0, 1.0)] * dims
+    # a point blurred where it is: the same mass, the peak in place (no shift, no turn) and lower, but no lower than
+    # a Gaussian of sigma 1 in every axis gives, 1 / sqrt(2 pi) per axis
+    centre = (0, *(7,) * dims)
+    for seed in range(5):
+        image = torch.zeros(1, *(15,) * dims)
+        image[centre] = 1.0
+        out = training_augmentation("none", dims, 15, blur=1.0)[0].set_random_state(seed)({"image": image})["image"]
+        assert float(out.sum()) == pytest.approx(1.0, abs=1e-4) and float(out[centre]) == float(out.max())
+        assert 0.95 * (2 * math.pi) ** (-dims / 2) <= float(out.max()) < 1
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match=rf"blur must be a probability from 0 to 1 \(bundle override --blur\), "
+                                             rf"got {re.escape(repr(bad))}"):
+            training_augmentation("standard", dims, 28, blur=bad)
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_blur_override_reaches_the_training_pipeline_only(name):
+    parser = _parser(name, blur=0.25)
+    assert parser.get_parsed_content("train_settings")["blur"] == 0.25 and _parser(name)["blur"] == 0.0
+    train = parser.get_parsed_content("train#preprocessing").transforms
+    blurs = [t.prob for t in train if type(t).__name__ == "RandGaussianSmoothd"]
+    assert blurs == ([0.25] if DIMS[name] == 2 else [0.25, 0.5])  # then 3D standard augmentation's own blur
+    assert not any(type(t).__name__ == "RandGaussianSmoothd"
+                   for t in parser.get_parsed_content("validate#preprocessing").transforms)
+
+
 @pytest.mark.parametrize("name", sorted(DIMS))
 @pytest.mark.parametrize("augmentation", ["none", "standard", "rotation"])
 def test_augmentation_is_in_training_only(name, augmentation):
