@@ -63,7 +63,8 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
         **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5", "sre_ema": "0.5", "resnet_corners": "0.5",
         "sre_init_lr1e3_corners": "0.5"}
     assert {name: mr.parse_overrides(m.overrides).get("ema_decay") for name, m in mr.MODELS.items()} == {
-        **{name: "0" for name in mr.MODELS}, "sre_ema": "0.99", "sre_gradient_ema": "0.99", "sre_init_lr1e3_ema": "0.99"}
+        **{name: "0" for name in mr.MODELS}, "sre_ema": "0.99", "sre_gradient_ema": "0.99",
+        "sre_init_lr1e3_ema": "0.99"}
     assert {name: mr.parse_overrides(m.overrides).get("gradient_fraction") for name, m in mr.MODELS.items()
             if m.model_type == "sre"} == {"sre": "0", "sre_standard": "0", "sre_corners": "0", "sre_ema": "0",
                                           "sre_rotation": "0", "sre_gradient": "0.5", "sre_paper": "0", "sre_paper_unscaled": "0",

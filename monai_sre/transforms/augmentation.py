@@ -195,7 +195,7 @@ def training_augmentation(
             the corner mask; 0 leaves it out.
 
     Returns:
-        a list of MONAI dictionary transforms (empty for ``"none"`` without a corner mask), to append to the
+        a list of MONAI dictionary transforms (empty for ``"none"`` without a corner mask or blur), to append to the
         deterministic preprocessing.
 
     Raises:
