@@ -74,6 +74,8 @@ def _spelt(augmentation: str, corner_mask: str = "0", ema_decay: str = "0", grad
     return ("--augmentation", augmentation, *gradient, "--corner_mask", corner_mask, "--ema_decay", ema_decay, *extra)
 
 
+#: The MedMNIST protocol's rate with residual branches that start as their shortcuts and zero-mean kernels
+_ADAM_1E3_INIT = ("--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true")
 _PAPER = ("--optimizer", "sgd", "--learning_rate", "0.02", "--weight_decay", "0.001", "--lr_schedule", "cosine",
           "--batch_size", "128")
 #: Models of the comparison; adding a recipe variant is one entry (its overrides win over ``--set``).
@@ -102,21 +104,20 @@ MODELS: dict[str, Model] = {
                               "SRE-ResNet-18, standard aug., gradient norm on half the channels, weight average 0.99"),
     # the MedMNIST protocol's rate (Adam 1e-3) with the gradient channels, residual branches that start as their
     # shortcuts and zero-mean kernels (the three that end SRE's majority-class plateau there), and the same rate alone
-    "sre_init_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=(
-        "--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true")),
+    "sre_init_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=_ADAM_1E3_INIT),
         "SRE-ResNet-18, standard aug., gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
-    "sre_init_lr1e3_corners": Model("sre", _spelt("standard", corner_mask="0.5", gradient_fraction="0.5", extra=(
-        "--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true")),
+    "sre_init_lr1e3_corners": Model("sre", _spelt("standard", corner_mask="0.5", gradient_fraction="0.5",
+                                                  extra=_ADAM_1E3_INIT),
         "SRE-ResNet-18, standard aug. + corner mask, gradient channels, zero-init residual, zero-mean kernels, "
         "Adam 1e-3"),
     # the same, validated and kept as the weight average (it removed a noisy kept checkpoint's resampling drop at 64 px)
-    "sre_init_lr1e3_ema": Model("sre", _spelt("standard", ema_decay="0.99", gradient_fraction="0.5", extra=(
-        "--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true")),
+    "sre_init_lr1e3_ema": Model("sre", _spelt("standard", ema_decay="0.99", gradient_fraction="0.5",
+                                              extra=_ADAM_1E3_INIT),
         "SRE-ResNet-18, standard aug., gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3, "
         "weight average 0.99"),
     # the same with a Gaussian blur (sigma 0-1 px) on half the training images: the smoothing of a turn, without it
-    "sre_init_lr1e3_blur": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=(
-        "--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true", "--blur", "0.5")),
+    "sre_init_lr1e3_blur": Model("sre", _spelt("standard", gradient_fraction="0.5",
+                                               extra=(*_ADAM_1E3_INIT, "--blur", "0.5")),
         "SRE-ResNet-18, standard aug. + blur 0.5, gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
     "sre_gradient_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=("--learning_rate", "0.001")),
                                 "SRE-ResNet-18, standard aug., gradient channels, Adam 1e-3"),

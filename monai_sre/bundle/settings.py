@@ -90,8 +90,9 @@ def as_bool(value: Any, name: str = "setting") -> bool:
     Raises:
         BundleSettingError: (a ``ValueError``) for any other value, naming the override and the values accepted.
     """
-    if _boolean(value) is not None:
-        raise _refuse(name, value, "true or false")
+    expected = _boolean(value)
+    if expected is not None:
+        raise _refuse(name, value, expected)
     return value if isinstance(value, bool) else _BOOLEAN_WORDS[value.lower()]
 
 
