@@ -119,11 +119,19 @@ MODELS: dict[str, Model] = {
     "sre_init_lr1e3_blur": Model("sre", _spelt("standard", gradient_fraction="0.5",
                                                extra=(*_ADAM_1E3_INIT, "--blur", "0.5")),
         "SRE-ResNet-18, standard aug. + blur 0.5, gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
+    # the same with random turns over the full circle plus flips instead of the standard augmentation: the turned test
+    # images' resampling and zero-filled corners seen in training (SRE needs no turn for its orientation)
+    "sre_init_lr1e3_rotation": Model("sre", _spelt("rotation", gradient_fraction="0.5", extra=_ADAM_1E3_INIT),
+        "SRE-ResNet-18, rotation aug., gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
     "sre_gradient_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=("--learning_rate", "0.001")),
                                 "SRE-ResNet-18, standard aug., gradient channels, Adam 1e-3"),
     # the dense ResNet with that recipe (its SRE-only settings do not apply): target 4's comparison for it
     "resnet_lr1e3": Model("resnet", _spelt("standard", gradient_fraction=None, extra=("--learning_rate", "0.001")),
                           "ResNet-18 (MONAI), standard aug., Adam 1e-3"),
+    # the rotation-augmented ResNet at that rate: target 6's comparison for the Adam 1e-3 recipes
+    "resnet_rotation_lr1e3": Model("resnet", _spelt("rotation", gradient_fraction=None,
+                                                    extra=("--learning_rate", "0.001")),
+                                   "ResNet-18 (MONAI), rotation aug., Adam 1e-3"),
     # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
     # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled
     "sre_paper": Model("sre", _spelt("standard", extra=(*_PAPER, "--band_scale", "rsqrt_taps")),

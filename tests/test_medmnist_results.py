@@ -46,6 +46,9 @@ def _record(flag="breastmnist", size=28, model="sre", seed=0, acc=0.8, disk=True
 def test_the_model_table_holds_the_comparison_and_recipe_variants():
     assert {"sre", "resnet", "resnet_rotation"} <= set(mr.MODELS) and set(mr.DEFAULT_MODELS) <= set(mr.MODELS)
     assert mr.MODELS["resnet_rotation"].model_type == "resnet"
+    # the rotation-augmented ResNet at Adam 1e-3 differs from it in the rate alone
+    assert mr.parse_overrides(mr.MODELS["resnet_rotation_lr1e3"].overrides) == {
+        **mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides), "learning_rate": "0.001"}
     assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation",
                                                                          "corner_mask": "0", "ema_decay": "0"}
     assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {
@@ -58,7 +61,8 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
         "sre_corners": "standard", "sre_ema": "standard", "sre_rotation": "rotation", "sre_gradient": "standard", "sre_paper": "standard",
         "sre_paper_unscaled": "standard", "sre_gradient_ema": "standard", "sre_init_lr1e3": "standard",
         "sre_gradient_lr1e3": "standard", "resnet_lr1e3": "standard", "sre_init_lr1e3_corners": "standard",
-        "sre_init_lr1e3_ema": "standard", "sre_init_lr1e3_blur": "standard"}
+        "sre_init_lr1e3_ema": "standard", "sre_init_lr1e3_blur": "standard", "sre_init_lr1e3_rotation": "rotation",
+        "resnet_rotation_lr1e3": "rotation"}
     assert {name: mr.parse_overrides(m.overrides).get("corner_mask") for name, m in mr.MODELS.items()} == {
         **{name: "0" for name in mr.MODELS}, "sre_corners": "0.5", "sre_ema": "0.5", "resnet_corners": "0.5",
         "sre_init_lr1e3_corners": "0.5"}
@@ -70,17 +74,20 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
                                           "sre_rotation": "0", "sre_gradient": "0.5", "sre_paper": "0", "sre_paper_unscaled": "0",
                                           "sre_gradient_ema": "0.5", "sre_init_lr1e3": "0.5",
                                           "sre_gradient_lr1e3": "0.5", "sre_init_lr1e3_corners": "0.5",
-                                          "sre_init_lr1e3_ema": "0.5", "sre_init_lr1e3_blur": "0.5"}
+                                          "sre_init_lr1e3_ema": "0.5", "sre_init_lr1e3_blur": "0.5",
+                                          "sre_init_lr1e3_rotation": "0.5"}
     # the MedMNIST protocol's rate, and SRE's initialisation switches that start from it
     rate = {name: mr.parse_overrides(m.overrides).get("learning_rate") for name, m in mr.MODELS.items()}
     assert {name for name, lr in rate.items() if lr == "0.001"} == {"sre_init_lr1e3", "sre_gradient_lr1e3",
                                                                      "resnet_lr1e3", "sre_init_lr1e3_corners",
-                                                                     "sre_init_lr1e3_ema", "sre_init_lr1e3_blur"}
+                                                                     "sre_init_lr1e3_ema", "sre_init_lr1e3_blur",
+                                                                     "sre_init_lr1e3_rotation", "resnet_rotation_lr1e3"}
     init = mr.parse_overrides(mr.MODELS["sre_init_lr1e3"].overrides)
     assert (init["zero_init_residual"], init["zero_mean_init"]) == ("true", "true")
     # the variants of that recipe differ from it in exactly one setting
     for variant, setting in (("sre_init_lr1e3_ema", {"ema_decay": "0.99"}), ("sre_init_lr1e3_blur", {"blur": "0.5"}),
-                             ("sre_init_lr1e3_corners", {"corner_mask": "0.5"})):
+                             ("sre_init_lr1e3_corners", {"corner_mask": "0.5"}),
+                             ("sre_init_lr1e3_rotation", {"augmentation": "rotation"})):
         assert mr.parse_overrides(mr.MODELS[variant].overrides) == {**init, **setting}
     paper = {"augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02", "weight_decay": "0.001",
              "lr_schedule": "cosine", "batch_size": "128", "gradient_fraction": "0", "corner_mask": "0",
