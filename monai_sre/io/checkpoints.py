@@ -398,6 +398,7 @@ def promote_checkpoint(
         "promoted_from": os.path.relpath(checkpoint.path.resolve(), bundle.resolve()),
     }
     metadata[SHIPPED_KEY] = records
-    files.write_json(meta_file, metadata, indent=4)
+    # ASCII, as the model zoo's JSON hook formats it (monai_sre.bundle.format_json): a ± in a changelog stays \u00b1
+    files.write_json(meta_file, metadata, indent=4, ensure_ascii=True)
     logger.info("promoted %s to %s (sha256 %s)", checkpoint.path, target, records[f"models/{name}"]["sha256"])
     return target

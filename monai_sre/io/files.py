@@ -236,7 +236,9 @@ def write_text(path: str | os.PathLike, text: str, durable: bool = True) -> Path
     return write_bytes(path, escape_undecodable(text).encode("utf-8"), durable=durable)
 
 
-def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, durable: bool = True) -> Path:
+def write_json(
+    path: str | os.PathLike, obj: Any, indent: int | None = 2, durable: bool = True, ensure_ascii: bool = False
+) -> Path:
     """Write ``obj`` as strict JSON (no NaN or infinity), UTF-8, with a final newline, atomically.
 
     Strings holding undecodable file-name bytes are written with ``\\xNN`` escapes (see :func:`escape_undecodable`).
@@ -246,6 +248,8 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, durabl
         obj: JSON-ready values (dicts, lists, strings, finite numbers, booleans, ``None``).
         indent: ``json.dumps`` indentation.
         durable: ``fsync`` before the rename.
+        ensure_ascii: write every non-ASCII character as a ``\\uXXXX`` escape (the model zoo's JSON format, which
+            a bundle's ``metadata.json`` must keep).
 
     Returns:
         the path written.
@@ -255,7 +259,7 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, durabl
         TypeError: for values JSON cannot hold (before anything is written).
         OSError: when the folder cannot be written.
     """
-    text = json.dumps(_escape_strings(obj), indent=indent, allow_nan=False, ensure_ascii=False)
+    text = json.dumps(_escape_strings(obj), indent=indent, allow_nan=False, ensure_ascii=ensure_ascii)
     return write_text(path, text + "\n", durable=durable)
 
 

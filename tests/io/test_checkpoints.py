@@ -14,6 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from monai_sre.bundle import format_json
 from monai_sre.cli import main
 from monai_sre.inference import load_bundle
 from monai_sre.io.checkpoints import (
@@ -103,7 +104,15 @@ def test_training_runs_never_replace_the_shipped_weights_until_promoted(bundle, 
     loaded = load_bundle(bundle, checkpoint=run)
     assert not loaded.shipped and loaded.checkpoint == str(run)
 
+    meta_file = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["changelog"]["0.0.1"] = "AUC 0.9 \u00b1 0.1 at 10\u00b0"  # non-ASCII text, as real changelogs hold
+    meta_file.write_text(format_json(meta))
     assert main(["promote", "--bundle", str(bundle), "--run", str(run.parent)]) == 0
+    # the metadata stays in the model zoo's format (ASCII escapes), with the text unchanged
+    text = meta_file.read_text()
+    assert text == format_json(json.loads(text)) and "\\u00b1" in text
+    assert json.loads(meta_file.read_text())["changelog"]["0.0.1"] == "AUC 0.9 \u00b1 0.1 at 10\u00b0"
     assert "promoted" in capsys.readouterr().out
     promoted = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert sorted(promoted) == sorted(state) and all(torch.equal(promoted[k], state[k]) for k in state)  # flat
