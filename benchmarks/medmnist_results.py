@@ -66,18 +66,23 @@ class Model(NamedTuple):
 
 
 def _spelt(augmentation: str, corner_mask: str = "0", ema_decay: str = "0", gradient_fraction: str | None = "0",
+           learning_rate: str = "0.0001", initialisation: str = "false",
            extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Overrides that spell out every training setting whose bundle default changed or may change (the augmentation
-    since 0.5.0, the corner mask since 0.8.0, the gradient fraction, the weight average), so that a record says what
-    it ran whatever the default becomes; ``gradient_fraction`` None for the dense ResNet, which has none."""
-    gradient = () if gradient_fraction is None else ("--gradient_fraction", gradient_fraction)
-    return ("--augmentation", augmentation, *gradient, "--corner_mask", corner_mask, "--ema_decay", ema_decay, *extra)
+    since 0.5.0, the corner mask since 0.8.0, the rate, the gradient fraction and both initialisations since 0.9.0,
+    the weight average), so that a record says what it ran whatever the default becomes; ``gradient_fraction`` None
+    for the dense ResNet, which has neither it nor the SRE initialisations (``initialisation``: the value of both
+    ``zero_init_residual`` and ``zero_mean_init``)."""
+    sre = gradient_fraction is not None
+    gradient = ("--gradient_fraction", gradient_fraction) if sre else ()
+    init = ("--zero_init_residual", initialisation, "--zero_mean_init", initialisation) if sre else ()
+    return ("--augmentation", augmentation, *gradient, "--corner_mask", corner_mask, "--ema_decay", ema_decay,
+            "--learning_rate", learning_rate, *init, *extra)
 
 
 #: The MedMNIST protocol's rate with residual branches that start as their shortcuts and zero-mean kernels
-_ADAM_1E3_INIT = ("--learning_rate", "0.001", "--zero_init_residual", "true", "--zero_mean_init", "true")
-_PAPER = ("--optimizer", "sgd", "--learning_rate", "0.02", "--weight_decay", "0.001", "--lr_schedule", "cosine",
-          "--batch_size", "128")
+_ADAM_1E3_INIT = {"learning_rate": "0.001", "initialisation": "true"}
+_PAPER = ("--optimizer", "sgd", "--weight_decay", "0.001", "--lr_schedule", "cosine", "--batch_size", "128")
 #: Models of the comparison; adding a recipe variant is one entry (its overrides win over ``--set``).
 MODELS: dict[str, Model] = {
     "sre": Model("sre", _spelt("none"), "SRE-ResNet-18"),
@@ -104,39 +109,39 @@ MODELS: dict[str, Model] = {
                               "SRE-ResNet-18, standard aug., gradient norm on half the channels, weight average 0.99"),
     # the MedMNIST protocol's rate (Adam 1e-3) with the gradient channels, residual branches that start as their
     # shortcuts and zero-mean kernels (the three that end SRE's majority-class plateau there), and the same rate alone
-    "sre_init_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=_ADAM_1E3_INIT),
+    "sre_init_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", **_ADAM_1E3_INIT),
         "SRE-ResNet-18, standard aug., gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
     "sre_init_lr1e3_corners": Model("sre", _spelt("standard", corner_mask="0.5", gradient_fraction="0.5",
-                                                  extra=_ADAM_1E3_INIT),
+                                                  **_ADAM_1E3_INIT),
         "SRE-ResNet-18, standard aug. + corner mask, gradient channels, zero-init residual, zero-mean kernels, "
         "Adam 1e-3"),
     # the same, validated and kept as the weight average (it removed a noisy kept checkpoint's resampling drop at 64 px)
     "sre_init_lr1e3_ema": Model("sre", _spelt("standard", ema_decay="0.99", gradient_fraction="0.5",
-                                              extra=_ADAM_1E3_INIT),
+                                              **_ADAM_1E3_INIT),
         "SRE-ResNet-18, standard aug., gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3, "
         "weight average 0.99"),
     # the same with a Gaussian blur (sigma 0-1 px) on half the training images: the smoothing of a turn, without it
     "sre_init_lr1e3_blur": Model("sre", _spelt("standard", gradient_fraction="0.5",
-                                               extra=(*_ADAM_1E3_INIT, "--blur", "0.5")),
+                                               extra=("--blur", "0.5"), **_ADAM_1E3_INIT),
         "SRE-ResNet-18, standard aug. + blur 0.5, gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
     # the same with random turns over the full circle plus flips instead of the standard augmentation: the turned test
     # images' resampling and zero-filled corners seen in training (SRE needs no turn for its orientation)
-    "sre_init_lr1e3_rotation": Model("sre", _spelt("rotation", gradient_fraction="0.5", extra=_ADAM_1E3_INIT),
+    "sre_init_lr1e3_rotation": Model("sre", _spelt("rotation", gradient_fraction="0.5", **_ADAM_1E3_INIT),
         "SRE-ResNet-18, rotation aug., gradient channels, zero-init residual, zero-mean kernels, Adam 1e-3"),
-    "sre_gradient_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", extra=("--learning_rate", "0.001")),
+    "sre_gradient_lr1e3": Model("sre", _spelt("standard", gradient_fraction="0.5", learning_rate="0.001"),
                                 "SRE-ResNet-18, standard aug., gradient channels, Adam 1e-3"),
     # the dense ResNet with that recipe (its SRE-only settings do not apply): target 4's comparison for it
-    "resnet_lr1e3": Model("resnet", _spelt("standard", gradient_fraction=None, extra=("--learning_rate", "0.001")),
+    "resnet_lr1e3": Model("resnet", _spelt("standard", gradient_fraction=None, learning_rate="0.001"),
                           "ResNet-18 (MONAI), standard aug., Adam 1e-3"),
     # the rotation-augmented ResNet at that rate: target 6's comparison for the Adam 1e-3 recipes
-    "resnet_rotation_lr1e3": Model("resnet", _spelt("rotation", gradient_fraction=None,
-                                                    extra=("--learning_rate", "0.001")),
+    "resnet_rotation_lr1e3": Model("resnet", _spelt("rotation", gradient_fraction=None, learning_rate="0.001"),
                                    "ResNet-18 (MONAI), rotation aug., Adam 1e-3"),
     # the SRE-Conv paper's recipe (its repository's src/main.py and src/opt.py), without its test-set model selection;
     # band_scale spelt out (the bundles' default for SGD), and the same recipe with the band weights stored unscaled
-    "sre_paper": Model("sre", _spelt("standard", extra=(*_PAPER, "--band_scale", "rsqrt_taps")),
+    "sre_paper": Model("sre", _spelt("standard", learning_rate="0.02", extra=(*_PAPER, "--band_scale", "rsqrt_taps")),
                        "SRE-ResNet-18, paper recipe (SGD 2e-2, cosine, batch 128, standard aug.)"),
-    "sre_paper_unscaled": Model("sre", _spelt("standard", extra=(*_PAPER, "--band_scale", "none")),
+    "sre_paper_unscaled": Model("sre", _spelt("standard", learning_rate="0.02",
+                                              extra=(*_PAPER, "--band_scale", "none")),
                                 "SRE-ResNet-18, paper recipe, band_scale none"),
 }
 DEFAULT_MODELS = ("sre", "resnet", "resnet_rotation")

@@ -49,12 +49,13 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     # the rotation-augmented ResNet at Adam 1e-3 differs from it in the rate alone
     assert mr.parse_overrides(mr.MODELS["resnet_rotation_lr1e3"].overrides) == {
         **mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides), "learning_rate": "0.001"}
-    assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {"augmentation": "rotation",
-                                                                         "corner_mask": "0", "ema_decay": "0"}
+    assert mr.parse_overrides(mr.MODELS["resnet_rotation"].overrides) == {
+        "augmentation": "rotation", "corner_mask": "0", "ema_decay": "0", "learning_rate": "0.0001"}
     assert mr.parse_overrides(mr.MODELS["sre_standard"].overrides) == {
-        "augmentation": "standard", "gradient_fraction": "0", "corner_mask": "0", "ema_decay": "0"}
-    # every model names its augmentation, corner mask and weight average, and every SRE model its gradient fraction:
-    # the bundles' defaults differ (2D and 3D) and may change again
+        "augmentation": "standard", "gradient_fraction": "0", "corner_mask": "0", "ema_decay": "0",
+        "learning_rate": "0.0001", "zero_init_residual": "false", "zero_mean_init": "false"}
+    # every model names its augmentation, corner mask, weight average and rate, and every SRE model its gradient
+    # fraction and initialisation: the bundles' defaults differ (2D and 3D) and changed in 0.9.0 (2D)
     assert {name: mr.parse_overrides(m.overrides).get("augmentation") for name, m in mr.MODELS.items()} == {
         "sre": "none", "resnet": "none", "resnet_rotation": "rotation", "resnet_corners": "standard",
         "resnet_standard": "standard", "sre_standard": "standard",
@@ -78,6 +79,10 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
                                           "sre_init_lr1e3_rotation": "0.5"}
     # the MedMNIST protocol's rate, and SRE's initialisation switches that start from it
     rate = {name: mr.parse_overrides(m.overrides).get("learning_rate") for name, m in mr.MODELS.items()}
+    assert {name for name, lr in rate.items() if lr not in ("0.001", "0.0001")} == {"sre_paper", "sre_paper_unscaled"}
+    for name, m in mr.MODELS.items():  # the SRE initialisations with the rate that needs them, and only there
+        init = {mr.parse_overrides(m.overrides).get(key) for key in ("zero_init_residual", "zero_mean_init")}
+        assert init == ({None} if m.model_type == "resnet" else {"true"} if name.startswith("sre_init") else {"false"})
     assert {name for name, lr in rate.items() if lr == "0.001"} == {"sre_init_lr1e3", "sre_gradient_lr1e3",
                                                                      "resnet_lr1e3", "sre_init_lr1e3_corners",
                                                                      "sre_init_lr1e3_ema", "sre_init_lr1e3_blur",
@@ -91,7 +96,7 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
         assert mr.parse_overrides(mr.MODELS[variant].overrides) == {**init, **setting}
     paper = {"augmentation": "standard", "optimizer": "sgd", "learning_rate": "0.02", "weight_decay": "0.001",
              "lr_schedule": "cosine", "batch_size": "128", "gradient_fraction": "0", "corner_mask": "0",
-             "ema_decay": "0"}
+             "ema_decay": "0", "zero_init_residual": "false", "zero_mean_init": "false"}
     assert mr.parse_overrides(mr.MODELS["sre_paper"].overrides) == {**paper, "band_scale": "rsqrt_taps"}
     assert mr.parse_overrides(mr.MODELS["sre_paper_unscaled"].overrides) == {**paper, "band_scale": "none"}
     models = mr.resolve_models(["resnet", "sre_sgd=sre_standard --optimizer sgd --learning_rate=0.02"])
@@ -99,7 +104,7 @@ def test_the_model_table_holds_the_comparison_and_recipe_variants():
     assert models["sre_sgd"].model_type == "sre"
     assert mr.parse_overrides(models["sre_sgd"].overrides) == {
         "augmentation": "standard", "gradient_fraction": "0", "corner_mask": "0", "ema_decay": "0", "optimizer": "sgd",
-        "learning_rate": "0.02"}
+        "learning_rate": "0.02", "zero_init_residual": "false", "zero_mean_init": "false"}
     for bad, match in ((["vit"], "unknown model 'vit'"), (["x=vit"], "base 'vit'"), (["a/b=sre"], "names a folder"),
                        (["sre", "sre"], "given twice"), (["x=sre --epochs"], "has no value")):
         with pytest.raises(ValueError, match=match):
@@ -110,7 +115,7 @@ def test_overrides_merge_with_the_model_s_own_winning():
     merged = mr.merge_overrides(["--flag", "breastmnist", "--seed", "0"], ["--augmentation", "standard",
                                 "--epochs=20"], mr.MODELS["resnet_rotation"].overrides)
     assert merged == ["--flag", "breastmnist", "--seed", "0", "--augmentation", "rotation", "--epochs", "20",
-                      "--corner_mask", "0", "--ema_decay", "0"]
+                      "--corner_mask", "0", "--ema_decay", "0", "--learning_rate", "0.0001"]
     with pytest.raises(ValueError, match="--set: expected '--key value' pairs, got 'epochs'"):
         mr.parse_overrides(["epochs", "3"], "--set")
 

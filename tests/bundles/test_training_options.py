@@ -204,18 +204,28 @@ def test_augmentation_is_in_training_only(name, augmentation):
 
 
 def test_default_augmentation_is_the_measured_choice():
-    """``standard`` in both bundles: 2D since 0.5.0 (chosen on BreastMNIST, 3 seeds per recipe), 3D since 0.4.0
-    (AdrenalMNIST3D, seed 0 of each recipe); the corner mask at 0.5 in 2D since 0.8.0, 0 in 3D. The defaults reach the
-    training pipeline, and each bundle's metadata says which version made the change (the current version is that one
-    or a later one)."""
-    for name, default, corners in (("sre_medmnist_2d", "standard", 0.5), ("sre_medmnist_3d", "standard", 0.0)):
+    """2D: ``rotation`` without the corner mask since 0.9.0, at Adam 1e-3 with the gradient channels and the two
+    initialisations (chosen on BreastMNIST 28 and RetinaMNIST, 3 seeds per recipe; ``standard`` in 0.5.0-0.8.9, with
+    the corner mask at 0.5 since 0.8.0); 3D: ``standard`` since 0.4.0 (AdrenalMNIST3D, seed 0 of each recipe), no
+    corner mask. The defaults reach the training pipeline and the network, and each bundle's metadata says which version
+    made the change (the current version is that one or a later one)."""
+    for name, default, corners in (("sre_medmnist_2d", "rotation", 0.0), ("sre_medmnist_3d", "standard", 0.0)):
         parser = _parser(name)
         assert parser["augmentation"] == default and parser["corner_mask"] == corners
         train = parser.get_parsed_content("train#preprocessing").transforms
         expected = training_augmentation(default, DIMS[name], 28, corner_mask=corners)
         assert [type(t) for t in train[len(train) - len(expected):]] == [type(t) for t in expected]
-    # the 2D corner mask: chosen on BreastMNIST 28, 3 seeds (benchmarks/README.md, "Zero-filled corners")
+    # the rest of the 2D recipe of 0.9.0 (benchmarks/README.md, "Random turns for SRE at Adam 1e-3"); 3D keeps its own
+    recipe = ("learning_rate", "gradient_fraction", "zero_init_residual", "zero_mean_init")
+    assert [_parser("sre_medmnist_2d")[key] for key in recipe] == [0.001, 0.5, True, True]
+    assert [_parser("sre_medmnist_3d")[key] for key in recipe] == [0.001, 0.0, False, False]
+    for config in ("train.json", "inference.json"):  # the shipped weights have the gradient channels
+        parser = ConfigParser()
+        parser.read_config(BUNDLES / "sre_medmnist_2d" / "configs" / config)
+        assert parser["gradient_fraction"] == 0.5
     meta = json.loads((BUNDLES / "sre_medmnist_2d" / "configs" / "metadata.json").read_text())
+    assert "--augmentation rotation, --corner_mask 0" in meta["changelog"]["0.9.0"]
+    # the 2D corner mask of 0.8.0-0.8.9: chosen on BreastMNIST 28, 3 seeds (benchmarks/README.md, "Zero-filled corners")
     assert "new setting --corner_mask 0.5" in meta["changelog"]["0.8.0"]
     for name, version in (("sre_medmnist_2d", "0.5.0"), ("sre_medmnist_3d", "0.4.0")):
         meta = json.loads((BUNDLES / name / "configs" / "metadata.json").read_text())
@@ -257,9 +267,10 @@ def _kernel_means(net: torch.nn.Module) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("name", sorted(DIMS))
 def test_initialisation_overrides_reach_the_network(name):
-    # --zero_init_residual / --zero_mean_init (default false: the network of before); the command line gives "true"
+    # --zero_init_residual / --zero_mean_init (default true in 2D since 0.9.0, false in 3D); the command line gives
+    # "true" and "false" as strings
     torch.manual_seed(0)
-    plain = _parser(name).get_parsed_content("network_def")
+    plain = _parser(name, zero_init_residual=False, zero_mean_init=False).get_parsed_content("network_def")
     torch.manual_seed(0)
     parser = _parser(name, zero_init_residual="true", zero_mean_init=True)
     both = parser.get_parsed_content("network_def")
