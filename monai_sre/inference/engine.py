@@ -197,7 +197,7 @@ class PredictionWriter:
             **{f"prob_{n}": None for n in self.class_names},
         }
         if not description["error"]:
-            probs = probs.detach().float().cpu().reshape(-1)
+            probs = probs.detach().double().cpu().reshape(-1)  # float64, as the evaluation scores (probability_value)
             if len(probs) != len(self.class_names):
                 raise ValueError(
                     f"the model returned {len(probs)} class scores but there are {len(self.class_names)} class names"

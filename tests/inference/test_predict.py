@@ -17,6 +17,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from monai_sre.evaluation import scores_from_logits
 from monai_sre.inference import load_bundle, predict, predict_with_model
 from tests.inference.clinical_data import (
     CLASS_NAMES,
@@ -188,3 +189,21 @@ def test_multi_label_bundles_use_independent_probabilities(tmp_path):
     (row,) = predict_with_model([CT_SERIES], flags, {}, ("a", "b", "c"), multi_label=True)
     assert row["pred_label"] == "a;c" and row["pred_index"] == 0
     assert [row[f"prob_{n}"] for n in "abc"] == pytest.approx([0.880797, 0.119203, 0.731059], abs=1e-6)
+
+
+def test_probabilities_near_one_stay_distinct_as_the_evaluation_scores_them():
+    # float32 softmax ties confident probabilities (two BreastMNIST test images of the 2D bundle's 0.9.0 weights: both
+    # 0.999995), which changed the AUC of the rows; predict scores float64, as the bundle evaluation does
+    def confident(margin: float) -> torch.nn.Module:
+        net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(1, 2))
+        with torch.no_grad():
+            net[2].weight.zero_()
+            net[2].bias.copy_(torch.tensor([0.0, margin]))
+        return net
+
+    rows = [predict_with_model([CT_SERIES], confident(m), {}, ("a", "b"))[0] for m in (12.001, 12.01)]
+    got = [row["prob_b"] for row in rows]
+    expected = [float(scores_from_logits(torch.tensor([[0.0, m]]), "binary-class")[0, 1]) for m in (12.001, 12.01)]
+    assert got == expected and got[0] < got[1]  # float32 gives both 0.99999392
+    single = [float(torch.softmax(torch.tensor([0.0, m]), 0)[1]) for m in (12.001, 12.01)]
+    assert single[0] == single[1]

@@ -107,7 +107,7 @@ def _evaluation(bundle: Path, dataset_dir: Path, image_format: str, limit: int |
 
     def collect(engine):
         for item in engine.state.output:
-            logits = item["pred"].float()
+            logits = item["pred"].double()  # float64, as the evaluation's metrics and the prediction rows
             probs.append(torch.sigmoid(logits) if multi else torch.softmax(logits, 0))
 
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
@@ -119,7 +119,9 @@ def _evaluation(bundle: Path, dataset_dir: Path, image_format: str, limit: int |
 
 
 def _row_probs(rows: list[dict]) -> torch.Tensor:
-    return torch.tensor([[float(v) for k, v in row.items() if k.startswith("prob_")] for row in rows])
+    # float64: float32 ties probabilities near 0 and 1, which changes the AUC (monai_sre.inference.probability_value)
+    return torch.tensor([[float(v) for k, v in row.items() if k.startswith("prob_")] for row in rows],
+                        dtype=torch.float64)
 
 
 def _inferring(bundle: Path, paths: list[str], weights: Path, out: Path) -> list[dict]:
