@@ -44,7 +44,6 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data.utils import affine_to_spacing
 
-from monai_sre.evaluation.metrics import scores_from_logits
 from monai_sre.inference.discovery import ClinicalInput, discover_inputs
 from monai_sre.inference.results import probability_value
 from monai_sre.inference.rotation_check import symmetry_spread
@@ -315,10 +314,11 @@ def predict_with_model(
             logits = logits[0]
         if logits.ndim != 2:
             raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (batch, classes)")
-        # float64, as the bundle evaluation scores them (scores_from_logits): float32 probabilities near 0 and 1 tie
-        # (two BreastMNIST test images of the 0.9.0 weights: 0.999995 both), and the AUC of the rows then differed
-        task = "multi-label, binary-class" if multi_label else "multi-class"  # MedMNIST's names: sigmoid or softmax
-        return torch.from_numpy(scores_from_logits(logits.float().cpu(), task))
+        # float64, as the bundle evaluation scores them (monai_sre.evaluation.scores_from_logits, a layer above this
+        # one): float32 probabilities near 0 and 1 tie (two BreastMNIST test images of the 0.9.0 weights: 0.999995
+        # both), and the AUC of the rows then differed from the evaluation's
+        logits = logits.float().cpu().double()
+        return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
 
     rows = []
     for item in items:
