@@ -317,7 +317,7 @@ def predict_with_model(
         # float64, as the bundle evaluation scores them (monai_sre.evaluation.scores_from_logits, a layer above this
         # one): float32 probabilities near 0 and 1 tie (two BreastMNIST test images of the 0.9.0 weights: 0.999995
         # both), and the AUC of the rows then differed from the evaluation's
-        logits = logits.float().cpu().double()
+        logits = logits.cpu().double()
         return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
 
     rows = []
