@@ -52,6 +52,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from torch import nn
 
 from monai_sre.layers.ring_ops import (
@@ -130,6 +131,20 @@ def _is_exporting() -> bool:
 # TorchScript compiles the signature of a call to an unused free function and cannot resolve the postponed
 # (string) annotation "bool": give it the type itself.
 _is_exporting.__annotations__["return"] = bool
+
+@torch.jit.ignore
+def plain_tensor(x: torch.Tensor | None) -> torch.Tensor | None:
+    """A MONAI ``MetaTensor`` as the plain ``torch.Tensor`` it holds (the same data and autograd history); anything
+    else as it is (the tensor subclasses of ``torch.export`` and ``torch.compile`` included, which must stay).
+
+    Why: MONAI's ``MetaTensor`` (what ``LoadImaged`` and ``EnsureTyped`` give by default) reached the C++ kernel's
+    operators as itself; its ``new_empty`` override refused their call (``TypeError: new_empty(): argument 'size' must
+    be tuple of ints``, every SRE-ResNet on CPU), and its re-wrapping of a custom autograd function's output made that
+    output a view that ``out += residual`` may not change in place. So SREConv returns plain tensors on every path: a
+    convolution's output is a feature map, not an image in the input's space, and the metadata stays with the input.
+    """
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
+
 
 def _check_band_scale(mode: str) -> str:
     if mode not in BAND_SCALES:
@@ -797,8 +812,11 @@ class SREConv(_SREConvNd):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve ``x`` of shape ``(batch, in_channels, *spatial)``."""
+        """Convolve ``x`` of shape ``(batch, in_channels, *spatial)``; a tensor subclass (MONAI's ``MetaTensor``) is
+        convolved as the plain tensor it holds (see :func:`plain_tensor`)."""
         self._check_input(x)
+        if not torch.jit.is_scripting():
+            x = plain_tensor(x)
         return self._convolve(x, self.band_weight(), self.bias, True)
 
     @torch.jit.unused
@@ -826,6 +844,7 @@ class SREConv(_SREConvNd):
             the convolved, scaled and shifted ``x`` (plus ``residual``, through the ReLU).
         """
         self._check_input(x)
+        x, residual = plain_tensor(x), plain_tensor(residual)
         if self._fuses_inference(x, scale, shift, residual):
             bias = shift if self.bias is None else self.bias * scale + shift
             return fused_inference(x, self.band_weight(), bias, self._disk_widths, self._bands, scale, residual, relu)

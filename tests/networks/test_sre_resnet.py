@@ -12,6 +12,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.networks.nets import ResNet, ResNetBlock, ResNetBottleneck, resnet18, resnet50
 from torch import nn
 
@@ -202,6 +203,30 @@ def test_2d_cpu_input_is_stored_channels_last_from_the_stem_on_with_the_same_out
             assert stems[-1].is_contiguous(memory_format=torch.channels_last)  # the stem's output too
             torch.testing.assert_close(net(x.contiguous(memory_format=torch.channels_last)), out, rtol=0, atol=0)
     assert x.is_contiguous()  # the caller's tensor is untouched
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_monai_metatensor_input_gives_the_plain_tensor_outputs_and_gradients(spatial_dims):
+    # MONAI's LoadImaged/EnsureTyped give MetaTensors; on CPU they reached the C++ kernel and failed (TypeError from
+    # MetaTensor.new_empty) in every mode, and in eval mode with autograd the re-wrapped output refused `out += residual`
+    torch.manual_seed(0)
+    net = sre_resnet18(spatial_dims=spatial_dims, n_input_channels=1, num_classes=2, widen_factor=0.25)
+    x = torch.randn((2, 1) + (12,) * spatial_dims)
+    for mode in ("train", "eval"):
+        getattr(net, mode)()
+        with torch.inference_mode():
+            torch.testing.assert_close(net(MetaTensor(x, meta={"filename_or_obj": "a.nii.gz"})), net(x), rtol=0,
+                                       atol=0)
+        grads = []
+        for image in (x.clone(), MetaTensor(x.clone())):
+            image.requires_grad_()
+            net.zero_grad()
+            out = net(image)
+            assert type(out) is torch.Tensor
+            out[:, 1].sum().backward()
+            grads.append([torch.as_tensor(image.grad)] + [p.grad.clone() for p in net.parameters()])
+        for got, want in zip(grads[1], grads[0]):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_minimum_input_size():
