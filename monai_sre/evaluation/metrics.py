@@ -31,6 +31,8 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import EpochMetric
 from medmnist.evaluator import getACC, getAUC
 
+from monai_sre.transforms.probabilities import class_probabilities
+
 __all__ = [
     "TASKS",
     "check_task",
@@ -91,9 +93,7 @@ def scores_from_logits(logits: torch.Tensor | np.ndarray, task: str) -> np.ndarr
         z = z[:, None]
     if z.ndim != 2:
         raise ValueError(f"logits must have shape (N, K) or (N,), got {tuple(z.shape)}")
-    if task == _MULTI_LABEL or z.shape[1] == 1:
-        return torch.sigmoid(z).numpy()
-    return torch.softmax(z, dim=1).numpy()
+    return class_probabilities(z, multi_label=task == _MULTI_LABEL, dim=1).numpy()
 
 
 def _prepare(y_true: Any, y_score: Any, task: str) -> tuple[np.ndarray, np.ndarray]:

@@ -147,7 +147,8 @@ class PredictionWriter:
         multi_label: classes are independent flags: ``pred_label`` joins (with ``;``) every class whose
             probability is at least 0.5; ``pred_index`` is the most probable class either way.
         pred_key: key of the probabilities in the engine's output; they must already be probabilities (softmax
-            or sigmoid, e.g. ``Activationsd`` in the evaluator's postprocessing).
+            or sigmoid, e.g. :class:`~monai_sre.transforms.ClassProbabilitiesd` in the evaluator's postprocessing, as the
+            bundles' ``inference.json``).
         input_key: key of the input descriptions in the engine's batch (see :class:`ClinicalDataset`).
 
     Raises:
@@ -205,7 +206,7 @@ class PredictionWriter:
             if bool(((probs < 0) | (probs > 1) | ~torch.isfinite(probs)).any()):
                 raise ValueError(
                     f"'{self.pred_key}' holds values outside [0, 1] ({probs.tolist()}); expected probabilities: apply "
-                    "a softmax or sigmoid in the evaluator's postprocessing (Activationsd)"
+                    "a softmax or sigmoid in the evaluator's postprocessing (monai_sre.transforms.ClassProbabilitiesd)"
                 )
             index = int(probs.argmax())
             names = self.class_names

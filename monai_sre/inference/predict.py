@@ -50,6 +50,7 @@ from monai_sre.inference.rotation_check import symmetry_spread
 from monai_sre.transforms.clinical import ClinicalPreprocessingConfig, clinical_loader, clinical_transforms
 from monai_sre.io.checkpoints import file_sha256, load_weights
 from monai_sre.transforms.contract import InputContract
+from monai_sre.transforms.probabilities import class_probabilities
 
 __all__ = [
     "LoadedBundle", "load_bundle", "predict", "predict_with_model", "file_sha256", "error_reason", "original_geometry"
@@ -314,11 +315,8 @@ def predict_with_model(
             logits = logits[0]
         if logits.ndim != 2:
             raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (batch, classes)")
-        # float64, as the bundle evaluation scores them (monai_sre.evaluation.scores_from_logits, a layer above this
-        # one): float32 probabilities near 0 and 1 tie (two BreastMNIST test images of the 0.9.0 weights: 0.999995
-        # both), and the AUC of the rows then differed from the evaluation's
-        logits = logits.cpu().double()
-        return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
+        # float64, the softmax of the bundle evaluation and run inferring (monai_sre.transforms.probabilities)
+        return class_probabilities(logits.cpu(), multi_label, dim=1)
 
     rows = []
     for item in items:

@@ -26,8 +26,8 @@ def probability_value(p: Any) -> float:
 
     Rounding would merge nearby probabilities and change rank metrics (AUC) computed from the rows; so would float32,
     whose probabilities near 0 and 1 tie (two BreastMNIST test images of the 2D bundle's 0.9.0 weights: 0.999995
-    both, and the AUC of the rows was 0.8593 against the evaluation's 0.8592). The bundle evaluation scores float64
-    softmax probabilities (:func:`monai_sre.evaluation.scores_from_logits`), and so do predict and ``run inferring``.
+    both, and the AUC of the rows was 0.8593 against the evaluation's 0.8592). The bundle evaluation, predict and
+    ``run inferring`` all score float64 probabilities (:func:`monai_sre.transforms.class_probabilities`).
 
     Args:
         p: a probability (tensor element, NumPy or Python number).

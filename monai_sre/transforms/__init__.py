@@ -4,8 +4,8 @@
 # You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Transforms shared by training, evaluation and inference: the input contract of a model and the MONAI transforms
 built from it (:mod:`.contract`), the clinical preprocessing of NIfTI files and DICOM series configured by it
-(:mod:`.clinical`), the symmetry groups of the grid (:mod:`.symmetry`) and the bundles' training-time augmentation
-(:mod:`.augmentation`)."""
+(:mod:`.clinical`), the symmetry groups of the grid (:mod:`.symmetry`), the bundles' training-time augmentation
+(:mod:`.augmentation`) and the float64 class probabilities of a classifier's logits (:mod:`.probabilities`)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from monai_sre.transforms.contract import (
     medmnist_contract,
     training_transforms,
 )
+from monai_sre.transforms.probabilities import ClassProbabilitiesd, class_probabilities
 from monai_sre.transforms.symmetry import (
     AXIS_PLANES,
     GridSymmetry,
@@ -47,6 +48,7 @@ __all__ = [
     "AUGMENTATIONS",
     "AXIS_PLANES",
     "INTENSITY_RULES",
+    "ClassProbabilitiesd",
     "ClinicalPreprocessingConfig",
     "ConformImaged",
     "ContractIntensityd",
@@ -60,6 +62,7 @@ __all__ = [
     "SpacingGuardd",
     "StoredTypeNibabelReader",
     "axis_flip",
+    "class_probabilities",
     "clinical_loader",
     "clinical_transforms",
     "contract_loader",
