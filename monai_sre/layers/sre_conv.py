@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor
+from monai.data import MetaTensor, get_track_meta
 from torch import nn
 
 from monai_sre.layers.ring_ops import (
@@ -137,13 +137,25 @@ def plain_tensor(x: torch.Tensor | None) -> torch.Tensor | None:
     """A MONAI ``MetaTensor`` as the plain ``torch.Tensor`` it holds (the same data and autograd history); anything
     else as it is (the tensor subclasses of ``torch.export`` and ``torch.compile`` included, which must stay).
 
-    Why: MONAI's ``MetaTensor`` (what ``LoadImaged`` and ``EnsureTyped`` give by default) reached the C++ kernel's
-    operators as itself; its ``new_empty`` override refused their call (``TypeError: new_empty(): argument 'size' must
-    be tuple of ints``, every SRE-ResNet on CPU), and its re-wrapping of a custom autograd function's output made that
-    output a view that ``out += residual`` may not change in place. So SREConv returns plain tensors on every path: a
-    convolution's output is a feature map, not an image in the input's space, and the metadata stays with the input.
+    Why: a ``MetaTensor`` (what ``LoadImaged`` and ``EnsureTyped`` give by default) reached the C++ kernel's operators
+    as itself; its ``new_empty`` override refused their call (``TypeError: new_empty(): argument 'size' must be tuple
+    of ints``, every SRE-ResNet on CPU), and its re-wrapping of a custom autograd function's output made that output a
+    view that ``out += residual`` may not change in place. So SREConv computes on the plain tensor and gives the
+    metadata back to the result (:func:`like_input`).
     """
     return x.as_tensor() if isinstance(x, MetaTensor) else x
+
+
+@torch.jit.ignore
+def like_input(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` as a ``MetaTensor`` with ``x``'s metadata when ``x`` is one (and MONAI tracks metadata), as
+    ``torch.nn.Conv`` returns it through ``MetaTensor.update_meta``, whose steps these are (so a converted segmentation
+    network's output keeps the affine that ``SaveImaged`` writes); ``out`` itself otherwise. Not MONAI's
+    ``convert_to_dst_type``: it makes the result contiguous, and a channels-last output then takes other paths in the
+    next layer (outputs 1e-9 to 7e-6 from the plain input's)."""
+    if not isinstance(x, MetaTensor) or not get_track_meta():
+        return out
+    return out.as_subclass(MetaTensor).copy_meta_from(x, copy_attr=not x.is_batch)
 
 
 def _check_band_scale(mode: str) -> str:
@@ -812,12 +824,13 @@ class SREConv(_SREConvNd):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve ``x`` of shape ``(batch, in_channels, *spatial)``; a tensor subclass (MONAI's ``MetaTensor``) is
-        convolved as the plain tensor it holds (see :func:`plain_tensor`)."""
+        """Convolve ``x`` of shape ``(batch, in_channels, *spatial)``; a MONAI ``MetaTensor`` is convolved as the plain
+        tensor it holds and the result carries its metadata (:func:`plain_tensor`, :func:`like_input`)."""
         self._check_input(x)
-        if not torch.jit.is_scripting():
-            x = plain_tensor(x)
-        return self._convolve(x, self.band_weight(), self.bias, True)
+        if torch.jit.is_scripting():
+            return self._convolve(x, self.band_weight(), self.bias, True)
+        else:
+            return like_input(self._convolve(plain_tensor(x), self.band_weight(), self.bias, True), x)
 
     @torch.jit.unused
     def forward_affine(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
@@ -844,16 +857,17 @@ class SREConv(_SREConvNd):
             the convolved, scaled and shifted ``x`` (plus ``residual``, through the ReLU).
         """
         self._check_input(x)
-        x, residual = plain_tensor(x), plain_tensor(residual)
+        given, x, residual = x, plain_tensor(x), plain_tensor(residual)
         if self._fuses_inference(x, scale, shift, residual):
             bias = shift if self.bias is None else self.bias * scale + shift
-            return fused_inference(x, self.band_weight(), bias, self._disk_widths, self._bands, scale, residual, relu)
+            out = fused_inference(x, self.band_weight(), bias, self._disk_widths, self._bands, scale, residual, relu)
+            return like_input(out, given)
         weight = self.band_weight() * scale.view(-1, 1, 1)
         bias = shift if self.bias is None else self.bias * scale + shift
         out = self._convolve(x, weight, bias, False)
         if residual is not None:
             out += residual
-        return torch.relu(out) if relu else out
+        return like_input(torch.relu(out) if relu else out, given)
 
     @torch.jit.unused
     def _fuses_inference(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,

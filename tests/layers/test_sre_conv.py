@@ -363,3 +363,24 @@ def test_bad_inputs():
         conv(torch.randn(3, 8, 8, 8, 8))
     with pytest.raises(ValueError, match=r"in_channels=3"):
         conv(torch.randn(1, 2, 8, 8))
+
+
+@pytest.mark.parametrize("path", ["dense", "decomposed", "cpp"])
+def test_metatensor_input_keeps_its_metadata_on_every_path(path):
+    # as torch.nn.Conv through MetaTensor's torch-function handling: a converted segmentation network's output keeps the
+    # affine that SaveImaged writes. The C++ kernel's operators refused a MetaTensor before (MetaTensor.new_empty)
+    if path == "cpp" and not monai_sre.layers.ring_cpp.cpp_available():
+        pytest.skip("the C++ kernel is not built here")
+    from monai.data import MetaTensor
+
+    torch.manual_seed(0)
+    conv = SREConv(2, 4, 6, 5, path=path)
+    x = torch.randn(2, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    affine = torch.diag(torch.tensor([0.5, 0.5, 1.0, 1.0], dtype=torch.float64))
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out = conv(MetaTensor(x, affine=affine, meta={"filename_or_obj": "a.nii.gz"}))
+            assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.nii.gz"
+            assert torch.equal(out.affine, affine) and out.requires_grad == grad
+            torch.testing.assert_close(out.as_tensor(), conv(x), rtol=0, atol=0)
+    assert type(conv(x)) is torch.Tensor
