@@ -276,8 +276,9 @@ def predict_with_model(
     Args:
         inputs: NIfTI files, DICOM files, DICOM series folders, folders of studies, or
             :class:`~monai_sre.inference.discovery.ClinicalInput` items.
-        model: maps ``(1, in_channels, *grid)`` to class logits ``(1, K)``; probabilities are their softmax
-            (sigmoid with ``multi_label``). It is moved to ``device`` and set to eval mode.
+        model: maps ``(1, in_channels, *grid)`` to class logits ``(1, K)``; probabilities are their float64 softmax
+            (sigmoid with ``multi_label`` or a single logit: :func:`~monai_sre.transforms.class_probabilities`). It is
+            moved to ``device`` and set to eval mode.
         preprocessing: the clinical preprocessing settings.
         class_names: ``K`` names; default ``class_<i>``.
         rotation_check: also predict under every rot90 symmetry of the grid (24 in 3D, 8 in 2D) and report

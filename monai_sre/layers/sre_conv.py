@@ -132,6 +132,7 @@ def _is_exporting() -> bool:
 # (string) annotation "bool": give it the type itself.
 _is_exporting.__annotations__["return"] = bool
 
+
 @torch.jit.ignore
 def plain_tensor(x: torch.Tensor | None) -> torch.Tensor | None:
     """A MONAI ``MetaTensor`` as the plain ``torch.Tensor`` it holds (the same data and autograd history); anything

@@ -207,3 +207,14 @@ def test_probabilities_near_one_stay_distinct_as_the_evaluation_scores_them():
     assert got == expected and got[0] < got[1]  # float32 gives both 0.99999392
     single = [float(torch.softmax(torch.tensor([0.0, m]), 0)[1]) for m in (12.001, 12.01)]
     assert single[0] == single[1]
+
+
+def test_single_logit_model_gets_a_sigmoid_as_the_evaluation_scores_it():
+    # a softmax over one logit is 1.0 for every input; the evaluation (scores_from_logits) takes a sigmoid
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(1, 1))
+    with torch.no_grad():
+        net[2].weight.zero_()
+        net[2].bias.fill_(-0.7)
+    row = predict_with_model([CT_SERIES], net, {}, ("positive",))[0]
+    assert row["status"] == "ok" and row["prob_positive"] == float(torch.sigmoid(torch.tensor(-0.7).double()))
+    assert row["prob_positive"] == float(scores_from_logits(torch.tensor([[-0.7]]), "binary-class")[0, 0])
