@@ -58,6 +58,10 @@ def is_nifti_path(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith((".nii", ".nii.gz"))
 
 
+# The header elements that input discovery reads (series grouping, modality, image or not).
+HEADER_KEYWORDS = ("SeriesInstanceUID", "Modality", "Rows", "Columns")
+
+
 def read_dicom_header(path: str | os.PathLike) -> Dataset | None:
     """Read the header of a DICOM file without its pixel data.
 
@@ -72,7 +76,12 @@ def read_dicom_header(path: str | os.PathLike) -> Dataset | None:
         ValueError: when the file claims to be DICOM but its header cannot be parsed.
     """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        # pydicom decodes an element when it is first read: decode the ones discovery reads now, so that a damaged
+        # one (a corrupted VR raises NotImplementedError) is this file's header error, not a crash later
+        for keyword in HEADER_KEYWORDS:
+            header.get(keyword)
+        return header
     except InvalidDicomError:
         return None
     except OSError:

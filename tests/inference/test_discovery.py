@@ -68,3 +68,22 @@ def test_explicit_files_keep_the_callers_order_and_bad_paths_get_reasons(tmp_pat
     assert errors[5] == f"{tmp_path / 'missing.nii.gz'}: no such file or folder"
     assert "no NIfTI or DICOM image found (1 other file(s)" in errors[6]
     assert inputs[3].files == (str(PYDICOM_DATA / "CT_small.dcm"),) and inputs[3].modality == "CT"
+
+
+def test_damaged_header_element_is_the_files_error_in_a_file_and_in_a_folder(tmp_path):
+    # pydicom decodes an element when it is first read: a corrupted VR of Modality (found by the slow DICOM fuzz test)
+    # raised NotImplementedError out of discovery instead of an error naming the file
+    data = (PYDICOM_DATA / "CT_small.dcm").read_bytes()
+    tag = b"\x08\x00\x60\x00CS"  # (0008,0060) Modality, explicit VR little endian
+    assert data.count(tag) == 1
+    folder = tmp_path / "study"
+    folder.mkdir()
+    damaged = folder / "damaged.dcm"
+    damaged.write_bytes(data.replace(tag, b"\x08\x00\x60\x00C\x00"))
+    shutil.copy(PYDICOM_DATA / "CT_small.dcm", folder / "good.dcm")
+    single = discover_inputs([damaged])
+    assert [i.kind for i in single] == ["invalid"]
+    assert single[0].error.startswith(f"{damaged}: unreadable DICOM header (Unknown Value Representation")
+    from_folder = discover_inputs([folder])
+    assert sorted(i.kind for i in from_folder) == ["dicom", "invalid"]
+    assert [i.error for i in from_folder if i.kind == "invalid"] == [single[0].error]
