@@ -227,8 +227,11 @@ def test_monai_metatensor_input_gives_the_plain_tensor_outputs_and_gradients(spa
             assert type(out) is type(image)
             torch.relu_(out)[:, 1].sum().backward()  # an in-place step after the network, as ReLU(inplace=True)
             grads.append([torch.as_tensor(image.grad)] + [p.grad.clone() for p in net.parameters()])
-        for got, want in zip(grads[1], grads[0]):  # float32 rounding: the backward's layouts may differ (3e-6 relative)
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        # float32 rounding only: the backward's layouts may differ (with two threads up to 1.4e-5 where the largest
+        # gradient is about 60; parameters whose gradient is nearly 0 differ by 1e-6), so the tolerance scales with it
+        scale = max(float(g.abs().max()) for g in grads[0])
+        for got, want in zip(grads[1], grads[0]):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_minimum_input_size():
