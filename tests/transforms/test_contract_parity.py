@@ -28,6 +28,7 @@ from monai_sre.data import export_medmnist, write_nifti
 from monai_sre.evaluation.metrics import medmnist_acc, medmnist_auc
 from monai_sre.evaluation.rotation import evaluate_rotations, rotation_transforms
 from monai_sre.inference import predict
+from monai_sre.transforms import class_probabilities
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 BUNDLE_OF = {"breastmnist": "sre_medmnist_2d", "retinamnist": "sre_medmnist_2d", "adrenalmnist3d": "sre_medmnist_3d"}
@@ -107,8 +108,8 @@ def _evaluation(bundle: Path, dataset_dir: Path, image_format: str, limit: int |
 
     def collect(engine):
         for item in engine.state.output:
-            logits = item["pred"].double()  # float64, as the evaluation's metrics and the prediction rows
-            probs.append(torch.sigmoid(logits) if multi else torch.softmax(logits, 0))
+            # the evaluation's own float64 softmax/sigmoid (scores_from_logits and the prediction rows use it)
+            probs.append(class_probabilities(item["pred"], multi, dim=0))
 
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
     evaluator.run()
